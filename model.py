@@ -1,0 +1,721 @@
+"""The transformer: one network for every stage of the lifecycle.
+
+A language model assigns a probability to the next token given the ones before it. The
+transformer computes that distribution for every position at once:
+
+    h_0 = E[x_t] + P[t]                                  token + position embeddings
+    h_l = h_{l-1} + Attn(LN(h_{l-1}))                    pre-norm residual block, part 1
+    h_l = h_l     + MLP(LN(h_l))                         pre-norm residual block, part 2
+    logits_t = LN(h_L)_t · E^T                           LM head tied to the token embedding
+
+Self-attention lets each position read from the others. For one head with queries Q, keys K and
+values V (each a linear map of the input),
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head) + M) V
+
+where the mask M is 0 where reading is allowed and -inf where it is not. A *causal* model (GPT)
+masks every key to the right of the query, so position t only sees x_<=t and can be trained on
+next-token prediction, L = -sum_t log P(x_{t+1} | x_<=t). A *bidirectional* model (BERT) masks
+nothing and is trained to fill in masked tokens (masked LM). `ModelConfig.causal` picks which.
+Padding is masked the same way: no query ever reads a `<|pad|>` key.
+
+Generation samples one token, appends it and repeats. Without a cache every step recomputes
+keys and values for the whole prefix; with a key/value cache each layer keeps K and V of the
+tokens seen so far, so a new token costs one position (`generate(..., use_cache=True)`).
+
+The second half of the file holds what every stage shares and nothing else: the chat template,
+the gold grading rule of data/README.md, the reward model's scalar head (reward.py trains it,
+ppo.py scores with it), optimizer and learning-rate schedule, FLOPs/MFU, device and mixed
+precision, atomic checkpoints that load without running pickled code, metrics and plots.
+
+Run it:  python model.py --ckpt out/sft.pt --prompt "What is the capital of France?"
+(no --prompt: an interactive loop). Base checkpoints continue raw text; later stages answer in
+the chat format.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bpe import load_tokenizer
+
+
+# ----------------------------------------------------------------------------- the network
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 128
+    block_size: int = 128  # longest sequence the position embedding covers
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm
+    causal: bool = True  # True: GPT decoder (next token); False: BERT encoder (masked LM)
+    attn_impl: str = "sdpa"  # "manual": every step written out; "sdpa": PyTorch's fused kernel
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens generated so far (preallocated)."""
+
+    def __init__(self, cfg, batch_size, device, dtype):
+        head_dim = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled; advanced by Transformer.forward after all layers
+
+    def update(self, layer, k, v):
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg, layer_idx=0):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head, self.layer_idx, self.cfg = cfg.n_head, layer_idx, cfg
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # Q, K, V in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.attn_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        """x: (B, T, C). mask: bool (B|1, 1, T, T_keys), True = may attend; None = plain causal."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): each head attends in its own subspace
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)
+        dropout_p = self.cfg.dropout if self.training else 0.0
+        if self.cfg.attn_impl == "manual":
+            if mask is None and self.cfg.causal:
+                mask = causal_mask(T, k.size(2), k.size(2) - T, x.device)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T_keys)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = F.softmax(scores, dim=-1)
+            y = self.attn_dropout(weights) @ v
+        else:
+            # with no explicit mask the fused kernel applies causality itself (and may use flash)
+            is_causal = mask is None and self.cfg.causal
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                               is_causal=is_causal)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+def causal_mask(T, T_keys, past, device):
+    """(T, T_keys) bool: query i (at absolute position past + i) may read keys 0 .. past + i."""
+    q_pos = torch.arange(past, past + T, device=device)[:, None]
+    return torch.arange(T_keys, device=device)[None, :] <= q_pos
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, layer_idx=0):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = SelfAttention(cfg, layer_idx)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), mask, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: reading a token and writing it share a vector
+        self.apply(self._init_weights)
+        # Each block adds two projections to the residual stream; scaling them by 1/sqrt(2·n_layer)
+        # keeps the stream's variance from growing with depth (GPT-2).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        """Parameters the compute scales with; the tied token embedding is counted once."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, attention_mask=None, kv_cache=None, return_hidden=False):
+        """idx: (B, T) token ids. targets: (B, T) ids to predict at each position, -100 = no loss.
+        attention_mask: (B, T_past + T), 1 for real tokens and 0 for padding.
+        Returns (logits, loss), or (logits, loss, hidden) with return_hidden=True."""
+        B, T = idx.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.cfg.block_size}")
+        if attention_mask is not None:
+            # positions count real tokens only, so a left-padded row sees the same positions as an
+            # unpadded one and batched generation matches one-at-a-time generation
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        else:
+            pos = torch.arange(past, past + T, device=idx.device)[None, :]
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        mask = self._attention_mask(T, past, attention_mask, idx.device)
+        for block in self.blocks:
+            x = block(x, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.length += T
+        hidden = self.ln_f(x)
+        logits = self.lm_head(hidden)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-100)
+        return (logits, loss, hidden) if return_hidden else (logits, loss)
+
+    def _attention_mask(self, T, past, attention_mask, device):
+        """None when plain causal (or full) attention is enough; else bool (B|1, 1, T, past+T)."""
+        if attention_mask is None and (past == 0 or not self.cfg.causal):
+            return None
+        T_keys = past + T
+        mask = (causal_mask(T, T_keys, past, device) if self.cfg.causal
+                else torch.ones(T, T_keys, dtype=torch.bool, device=device))[None, None]
+        if attention_mask is not None:
+            mask = mask & attention_mask[:, None, None, -T_keys:].bool()
+            # a padding query would see no key at all (softmax of all -inf is NaN); let every query
+            # see itself. Outputs at padding positions are never used.
+            itself = torch.arange(T_keys, device=device)[None, :] == torch.arange(past, past + T, device=device)[:, None]
+            mask = mask | itself
+        return mask
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
+                 use_cache=True, attention_mask=None, generator=None):
+        """Sample max_new_tokens after idx (B, T); rows may be left-padded (attention_mask 0).
+        temperature 0 is greedy. Rows that produced eos_id are filled with eos_id until all have
+        finished. Returns (B, T + new) ids."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        cache = None
+        for _ in range(max_new_tokens):
+            if cache is not None and cache.length < self.cfg.block_size:
+                # one new position: the cache holds keys and values of everything before it
+                logits, _ = self(idx[:, -1:], attention_mask=attention_mask[:, -(cache.length + 1):],
+                                 kv_cache=cache)
+            else:
+                # (re)start from the last block_size tokens, exactly like the cache-free path
+                ctx, ctx_mask = idx[:, -self.cfg.block_size:], attention_mask[:, -self.cfg.block_size:]
+                cache = KVCache(self.cfg, idx.size(0), idx.device, self.wte.weight.dtype) if use_cache else None
+                logits, _ = self(ctx, attention_mask=ctx_mask, kv_cache=cache)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
+                finished |= next_id == eos_id
+            idx = torch.cat([idx, next_id[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(next_id)[:, None]], dim=1)
+            if eos_id is not None and finished.all():
+                break
+        return idx
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token id per row from (B, V) logits. temperature 0 = argmax (greedy)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        # nucleus: keep the smallest set of tokens whose probability adds up to top_p
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # tokens entirely beyond the nucleus
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def token_logprobs(logits, targets, temperature=1.0):
+    """log P(target_t | x_<=t) for each position; 0 where target is -100. (B, T) float32.
+    Compute it at the sampling temperature, or the KL between sampler and scorer drifts."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    mask = targets != -100
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask
+
+
+# ----------------------------------------------------------------------------- reward model
+
+class RewardModel(nn.Module):
+    """A transformer whose LM head is replaced by one scalar read at the last real token:
+    r(x, y) = w · h_last(prompt + answer) + b. reward.py trains it; ppo.py scores samples with it."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.backbone = Transformer(cfg)
+        self.score_head = nn.Linear(cfg.n_embd, 1)
+        nn.init.normal_(self.score_head.weight, std=0.02)  # start close to "no preference"
+        nn.init.zeros_(self.score_head.bias)
+
+    def forward(self, idx, attention_mask=None):
+        """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts."""
+        _, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
+        return self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
+
+
+def last_token(hidden, attention_mask=None):
+    """hidden (B, T, C) at the last position whose attention_mask is 1, for each row."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    positions = torch.arange(hidden.size(1), device=hidden.device)
+    last = (attention_mask.long() * positions).argmax(dim=-1)
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+
+# ----------------------------------------------------------------------------- the chat format
+
+def chat_prompt(prompt):
+    """The text a model sees before it answers (CONVENTIONS.md): generation starts after it."""
+    return f"User: {prompt}\nAssistant: "
+
+
+def build_example(tokenizer, turns, block_size):
+    """Token ids and labels for a conversation [{"role": "user"|"assistant", "content"}, ...].
+
+    Every turn becomes `User: {prompt}\\nAssistant: {response}<|eos|>`. Labels equal the ids on
+    what the assistant says, its closing <|eos|> included (or the model never learns to stop),
+    and -100 on everything else. Returns (ids, labels, truncated), at most block_size + 1 tokens
+    (inputs are ids[:-1], targets labels[1:]).
+
+    Truncation rule for a too-long example: keep the final answer and the end of the prompt.
+    The prompt is cut from the left; it keeps at least half the context if the answer is long,
+    and then the answer is cut from the right."""
+    ids, labels = [], []
+    for turn in turns:
+        if turn["role"] == "user":
+            piece = tokenizer.encode(chat_prompt(turn["content"]))
+            ids += piece
+            labels += [-100] * len(piece)
+        else:
+            piece = tokenizer.encode(turn["content"]) + [tokenizer.eos_id]
+            ids += piece
+            labels += piece
+    limit = block_size + 1
+    if len(ids) <= limit:
+        return ids, labels, False
+    last = turns[-1]
+    n_answer = len(tokenizer.encode(last["content"])) + 1 if last["role"] == "assistant" else 0
+    n_prompt = len(ids) - n_answer
+    keep_prompt = max(limit - n_answer, min(n_prompt, limit // 2))
+    start = n_prompt - keep_prompt
+    return ids[start:start + limit], labels[start:start + limit], True
+
+
+def pad_batch(examples, pad_id, device="cpu"):
+    """[(ids, labels), ...] -> inputs, targets, attention_mask, right-padded to the longest.
+    Inputs are ids[:-1], targets labels[1:] (the token each position must predict)."""
+    T = max(len(ids) for ids, _ in examples) - 1
+    x = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    y = torch.full((len(examples), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (ids, labels) in enumerate(examples):
+        n = len(ids) - 1
+        x[i, :n] = torch.tensor(ids[:-1])
+        y[i, :n] = torch.tensor(labels[1:])
+        mask[i, :n] = 1
+    return x.to(device), y.to(device), mask.to(device)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def answer_text(text):
+    """The part of a generation the gold rule grades: first line, then its first sentence."""
+    text = text.split("<|eos|>")[0].split("\n")[0]
+    for i, ch in enumerate(text):
+        if ch in ".!?" and (i + 1 == len(text) or text[i + 1].isspace()):
+            return text[:i + 1]
+    return text
+
+
+def normalize(text):
+    return " ".join(text.lower().split()).strip().rstrip(".!?").strip()
+
+
+def grade(generation, answers):
+    """The gold grading rule of data/README.md: it plays the human judge for every stage."""
+    return normalize(answer_text(generation)) in {normalize(a) for a in answers}
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts, device, max_new_tokens=64, batch_size=64,
+                     chat=True, temperature=0.0, generator=None):
+    """Complete each prompt (in the chat template when chat=True); returns the decoded text after
+    the prompt, cut at <|eos|>. Batches are left-padded so all rows end where generation starts."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        batch = [tokenizer.encode(chat_prompt(p) if chat else p) for p in prompts[start:start + batch_size]]
+        budget = model.cfg.block_size - max_new_tokens
+        batch = [ids[-budget:] for ids in batch]
+        T = max(len(ids) for ids in batch)
+        idx = torch.full((len(batch), T), tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            idx[i, T - len(ids):] = torch.tensor(ids)
+            mask[i, T - len(ids):] = 1
+        out = model.generate(idx.to(device), max_new_tokens, temperature=temperature,
+                             eos_id=tokenizer.eos_id, attention_mask=mask.to(device), generator=generator)
+        for row in out[:, T:].tolist():
+            if tokenizer.eos_id in row:
+                row = row[:row.index(tokenizer.eos_id)]
+            outputs.append(tokenizer.decode(row))
+    model.train(was_training)
+    return outputs
+
+
+def evaluate(model, tokenizer, examples, device, kinds=None, max_new_tokens=64):
+    """Greedy answers for data/eval.jsonl records; returns ({kind: pass rate}, [records])."""
+    examples = [e for e in examples if kinds is None or e["kind"] in kinds]
+    records = []
+    for chat in (True, False):
+        group = [e for e in examples if (e["kind"] != "cloze") == chat]
+        if not group:
+            continue
+        outs = generate_answers(model, tokenizer, [e["prompt"] for e in group], device,
+                                max_new_tokens=max_new_tokens, chat=chat)
+        records += [dict(e, output=o, passed=grade(o, e["answers"])) for e, o in zip(group, outs)]
+    rates = {}
+    for r in records:
+        rates.setdefault(r["kind"], []).append(r["passed"])
+    return {k: sum(v) / len(v) for k, v in rates.items()}, records
+
+
+EVAL_KINDS = ("cloze", "fact", "heldout_fact", "unknown", "harmful", "task")
+
+
+def format_pass_rates(columns):
+    """{model name: {kind: rate}} -> the one table layout every stage prints."""
+    names = list(columns)
+    lines = [f"{'gold pass rate':<15}" + "".join(f"{n:>12}" for n in names)]
+    for kind in EVAL_KINDS:
+        if any(kind in columns[n] for n in names):
+            cells = [f"{100 * columns[n][kind]:>11.1f}%" if kind in columns[n] else f"{'-':>12}" for n in names]
+            lines.append(f"{kind:<15}" + "".join(cells))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+    """AdamW with weight decay on weight matrices only: biases and LayerNorm gains are not
+    decayed (shrinking them towards 0 only hurts). The tied token embedding is a matrix and is
+    decayed once (it appears once among the parameters), as in GPT-2."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device_type == "cuda"
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+
+def lr_at(step, max_lr, warmup_steps, max_steps, min_lr_ratio=0.1):
+    """Linear warmup to max_lr, then cosine decay to min_lr_ratio · max_lr at max_steps."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return max_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def flops_per_token(cfg, n_params):
+    """Training FLOPs per token: 6·N for the matmuls (2 forward, 4 backward per parameter) plus
+    the attention scores and weighted sum, 12·n_layer·n_embd·block_size (PaLM appendix B)."""
+    return 6 * n_params + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def peak_flops(device):
+    """Dense bf16 peak of known accelerators, for MFU. None where unknown (e.g. CPUs)."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
+                       ("A10", 125e12), ("4090", 165e12), ("3090", 71e12)):
+        if key in name:
+            return flops
+    return None
+
+
+def pick_device(name="auto"):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast(device, dtype):
+    """Mixed precision where the device supports it: matmuls in dtype, weights stay float32."""
+    device_type = torch.device(device).type
+    if dtype == "float32" or not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=DTYPES[dtype])
+
+
+def grad_scaler(device, dtype):
+    """float16 gradients underflow without loss scaling; bfloat16 has float32's range."""
+    enabled = dtype == "float16" and torch.device(device).type == "cuda"
+    return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def set_seed(seed):
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def unwrap(model):
+    """The plain module under torch.compile and DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class UserError(Exception):
+    """A problem the user can fix: reported as one line, `error: <what> — <how to fix>`."""
+
+
+def save_checkpoint(path, model, tokenizer, **extra):
+    """Atomically write {config, model, tokenizer, **extra}: a crash leaves the old file intact."""
+    net = unwrap(model)
+    cfg = net.cfg if hasattr(net, "cfg") else net.backbone.cfg
+    payload = {"config": asdict(cfg), "model": net.state_dict(), "tokenizer": tokenizer.to_dict(), **extra}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, device="cpu"):
+    """Read a checkpoint with weights_only=True: tensors and plain containers only, so a file
+    that carries a pickled object (which could run code) is refused, not executed."""
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found ({path}) — run the stage that writes it first, or pass its path")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # UnpicklingError for code-carrying pickles, others for corrupt files
+        raise UserError(f"cannot load checkpoint ({path}): {str(exc).splitlines()[0]} — "
+                        "only checkpoints written by this project are accepted") from None
+
+
+def load_model(path, device="cpu", model_class=Transformer):
+    """(model, tokenizer, checkpoint dict) rebuilt from a checkpoint, in eval mode."""
+    ckpt = load_checkpoint(path, device)
+    model = model_class(ModelConfig(**ckpt["config"]))
+    state = ckpt["model"]
+    if model_class is Transformer and "backbone.wte.weight" in state:  # a reward model's body
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint does not fit the model ({path}): {str(exc).splitlines()[0]} — "
+                        "use a checkpoint written with the same model settings") from None
+    return model.to(device).eval(), load_tokenizer(ckpt["tokenizer"]), ckpt
+
+
+# ----------------------------------------------------------------------------- command line, logs
+
+def add_common_args(parser, **defaults):
+    """The flags every stage shares (CONVENTIONS.md), with this stage's defaults."""
+    d = dict(data=None, init=None, out_dir="out", max_steps=1000, batch_size=32, lr=1e-3,
+             warmup_steps=50, eval_interval=100, log_interval=10, grad_accum=1, patience=0, seed=1337)
+    d.update(defaults)
+    a = parser.add_argument
+    a("--data", default=d["data"], help="training data (default: %(default)s)")
+    a("--init", default=d["init"], help="checkpoint to start from (default: %(default)s)")
+    a("--out-dir", default=d["out_dir"], help="where checkpoints, plots and metrics go (default: %(default)s)")
+    a("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps (default: %(default)s)")
+    a("--dtype", default="float32", choices=list(DTYPES), help="autocast precision; float16 adds a grad scaler on CUDA (default: %(default)s)")
+    a("--compile", action="store_true", help="torch.compile the model (default: off)")
+    a("--seed", type=int, default=d["seed"], help="random seed (default: %(default)s)")
+    a("--max-steps", type=int, default=d["max_steps"], help="optimizer steps (default: %(default)s)")
+    a("--batch-size", type=int, default=d["batch_size"], help="sequences per micro-batch (default: %(default)s)")
+    a("--lr", type=float, default=d["lr"], help="peak learning rate (default: %(default)s)")
+    a("--warmup-steps", type=int, default=d["warmup_steps"], help="linear warmup steps (default: %(default)s)")
+    a("--eval-interval", type=int, default=d["eval_interval"], help="steps between validations (default: %(default)s)")
+    a("--log-interval", type=int, default=d["log_interval"], help="steps between log lines (default: %(default)s)")
+    a("--grad-accum", type=int, default=d["grad_accum"], help="micro-batches per optimizer step (default: %(default)s)")
+    a("--patience", type=int, default=d["patience"], help="stop after this many validations without improvement; 0 = never (default: %(default)s)")
+    return parser
+
+
+def read_jsonl(path, required=()):
+    """Records of a JSONL file; a bad line is a UserError naming the file and line."""
+    if not os.path.exists(path):
+        raise UserError(f"data file not found ({path}) — pass an existing file with --data")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"invalid JSON: {exc.msg} ({path}:{lineno}) — fix or remove that line") from None
+            missing = [k for k in required if k not in record]
+            if missing:
+                raise UserError(f"missing field {missing[0]!r} ({path}:{lineno}) — every line needs {', '.join(required)}")
+            records.append(record)
+    return records
+
+
+class MetricsLog:
+    """out/<stage>.jsonl: one JSON object per logged step, then a final {"summary": ...} line."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path, self.records = path, []
+        open(path, "w").close()
+
+    def log(self, **metrics):
+        self.records.append(metrics)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def summary(self, **summary):
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"summary": summary}) + "\n")
+
+    def plot(self, path, keys, x="step", title=""):
+        """One panel per metric against x, saved as PNG."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        keys = [k for k in keys if any(k in r for r in self.records)]
+        if not keys:
+            return
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            pts = [(r[x], r[key]) for r in self.records if key in r and r[key] is not None and x in r]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None)
+            ax.set_xlabel(x)
+            ax.set_title(key)
+            ax.grid(alpha=0.3)
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def run_main(main):
+    """Run a stage's main(): a UserError becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- talk to a checkpoint
+
+def main():
+    parser = argparse.ArgumentParser(description="Sample from any checkpoint of the lifecycle.")
+    parser.add_argument("--ckpt", default="out/sft.pt", help="checkpoint to load (default: %(default)s)")
+    parser.add_argument("--prompt", default=None, help="one prompt; omit for an interactive loop")
+    parser.add_argument("--raw", action="store_true", help="continue raw text instead of the chat template "
+                        "(default for pretraining checkpoints)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="autocast precision (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
+    args = parser.parse_args()
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    model, tokenizer, ckpt = load_model(args.ckpt, device)
+    if args.compile:
+        model = torch.compile(model)
+    chat = not args.raw and ckpt.get("stage", "pretrain") != "pretrain"
+    if not model.cfg.causal:
+        raise UserError(f"{args.ckpt} is a masked-LM (bidirectional) model — sample from a causal checkpoint")
+
+    def respond(prompt):
+        text = chat_prompt(prompt) if chat else prompt
+        try:
+            ids = tokenizer.encode(text)[-(model.cfg.block_size - 1):]
+        except ValueError as exc:
+            raise UserError(f"{exc} — use only characters the tokenizer knows") from None
+        x = torch.tensor([ids], device=device)
+        with autocast(device, args.dtype):
+            out = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, eos_id=tokenizer.eos_id if chat else None)
+        new = out[0, len(ids):].tolist()
+        if tokenizer.eos_id in new:
+            new = new[:new.index(tokenizer.eos_id)]
+        return tokenizer.decode(new)
+
+    if args.prompt is not None:
+        print((args.prompt if not chat else "") + respond(args.prompt))
+        return
+    print(f"{args.ckpt} ({ckpt.get('stage', '?')}, {'chat' if chat else 'raw text'}); Ctrl-D to quit")
+    while True:
+        try:
+            prompt = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        print(respond(prompt))
+
+
+if __name__ == "__main__":
+    run_main(main)
