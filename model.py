@@ -363,6 +363,31 @@ def pad_batch(examples, pad_id, device="cpu"):
     return x.to(device), y.to(device), mask.to(device)
 
 
+# ----------------------------------------------------------------------------- preference data
+
+def preference_pairs(records, path="preferences"):
+    """data/prefs.jsonl records -> [(prompt, chosen, rejected, chosen_kind, rejected_kind, group_id)].
+
+    A pair record {"prompt", "chosen", "rejected", ...} gives one pair. A ranking {"input",
+    "choices": [{"text", "rank", ...}]} (rank 1 best) of K answers gives every ordered pair, K(K-1)/2
+    of them (ties give none): each says "this answer beats that one". group_id is the record's
+    index, so pairs cut from one ranking can be kept on the same side of a train/held-out split.
+    Shared by reward.py and dpo.py, which learn from the same comparisons."""
+    pairs = []
+    for group_id, r in enumerate(records):
+        if "choices" in r and "input" in r:
+            ranked = sorted(r["choices"], key=lambda c: c["rank"])
+            pairs += [(r["input"], a["text"], b["text"], a.get("kind"), b.get("kind"), group_id)
+                      for i, a in enumerate(ranked) for b in ranked[i + 1:] if a["rank"] < b["rank"]]
+        elif all(k in r for k in ("prompt", "chosen", "rejected")):
+            pairs.append((r["prompt"], r["chosen"], r["rejected"], r.get("chosen_kind"),
+                          r.get("rejected_kind"), group_id))
+        else:
+            raise UserError(f"record {group_id + 1} is neither a pair nor a ranking ({path}) — give it "
+                            '"prompt", "chosen", "rejected" or "input", "choices": [{"text", "rank"}]')
+    return pairs
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def answer_text(text):
