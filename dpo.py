@@ -1,0 +1,308 @@
+"""DPO: align the assistant straight from preference pairs, with no reward model.
+
+RLHF with PPO (reward.py, ppo.py) takes the long way round: fit a reward model r(x, y) to human
+comparisons, then sample answers and push the policy towards high reward while a KL penalty keeps it
+near the SFT model π_ref. Direct Preference Optimization (Rafailov et al., 2023) notices that this
+KL-regularised objective, max_π E[r(x, y)] − β·KL(π || π_ref), has a closed-form optimum
+
+    π*(y|x) = π_ref(y|x) · exp(r(x, y) / β) / Z(x)
+
+and reads it backwards: any policy defines the reward it is optimal for,
+
+    r̂(x, y) = β · (log π(y|x) − log π_ref(y|x)) + β · log Z(x).
+
+Put that reward into the Bradley–Terry model of a human preferring y_w (winner) to y_l (loser),
+P(y_w ≻ y_l | x) = σ(r(x, y_w) − r(x, y_l)); the intractable Z(x) cancels in the difference, and
+maximising the likelihood of the recorded preferences becomes a loss on the policy itself:
+
+    h = (log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))
+    L = −log σ(β · h)
+
+The language model *is* the reward model: β·(log π − log π_ref) is its implicit reward, logged as
+`rewards/chosen` and `rewards/rejected`; `rewards/accuracy` is how often the chosen answer gets the
+higher one and `rewards/margin` the mean difference. log π(y|x) is the log-probability of the whole
+answer, Σ_t log π(y_t | x, y_<t), summed (not averaged) over the answer tokens only: the prompt is
+given, not chosen, and padding is nothing. β plays the KL coefficient's part: a small β lets the
+policy move further from π_ref before the loss is satisfied. There is no sampling, no value
+function and no reward model, only two forward passes per pair. The reference never changes, so its
+log-probabilities are computed once before training and kept as numbers: no second model is held.
+
+The loss sees only the margin h, never the two log-ratios apart. So the chosen answer's reward
+can fall while the margin grows: the policy lowers the probability of both answers of a pair, the
+rejected one faster. The probability it takes from them goes elsewhere, to answers that were in
+neither pair; "chosen is preferred to rejected" is learned, "say the chosen answer" is not. Small
+falls are normal. Large ones mean the model is drifting to text nobody rated, which no accuracy
+on pairs reveals: check what the model actually says (the gold pass rate below).
+
+Variants practitioners reach for:
+  --label-smoothing ε (conservative DPO): assume each label is wrong with probability ε,
+      L = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h); the loss then has a minimum at a finite margin
+      instead of rewarding an ever larger one.
+  --loss ipo (Identity Preference Optimisation): L = (h − 1/(2β))², regress the margin onto a
+      fixed target; with preferences that are always the same way round, plain DPO drives h to
+      infinity and forgets the KL anchor, IPO does not.
+  --lora-rank r: train LoRA adapters only (lora.py). The frozen base *is* the reference, since the
+      adapters start at zero, and the merged result is saved as a plain checkpoint.
+Rankings of K answers in data/prefs.jsonl count as all K(K−1)/2 pairs they imply
+(model.preference_pairs, as in reward.py).
+
+Run it:  python dpo.py            (after sft.py; writes out/dpo.pt, out/dpo.png, out/dpo.jsonl)
+         python dpo.py --loss ipo | --label-smoothing 0.1 | --lora-rank 8 | --beta 0.3
+Look for: held-out rewards/accuracy climbing to ~1 while rewards/margin grows; rewards/chosen
+possibly turning negative; in the final table, `unknown` and `harmful` well above SFT with `fact`
+about where it was. Then talk to it: python model.py --ckpt out/dpo.pt
+"""
+
+import argparse
+import os
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import lora
+import model as M
+
+
+# ----------------------------------------------------------------------------- the loss
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+             beta=0.1, label_smoothing=0.0, loss_type="sigmoid"):
+    """Mean DPO loss over a batch of pairs, and the implicit rewards β·(log π − log π_ref) of the
+    chosen and rejected answers (detached: they are for logging). Inputs are (B,) sequence
+    log-probabilities. loss_type "sigmoid" is DPO (conservative with label_smoothing > 0), "ipo" IPO."""
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    h = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        # logsigmoid rather than log(sigmoid(.)): exact where sigmoid underflows to 0
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss type {loss_type!r} (sigmoid or ipo)")
+    return losses.mean(), beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def reward_metrics(loss, chosen_rewards, rejected_rewards, prefix=""):
+    """The logged numbers of a batch (prefix "" on training batches, "val_" on held-out pairs)."""
+    return {f"{prefix}loss": loss.item(),
+            f"{prefix}rewards/chosen": chosen_rewards.mean().item(),
+            f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
+            f"{prefix}rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
+            f"{prefix}rewards/margin": (chosen_rewards - rejected_rewards).mean().item()}
+
+
+# ----------------------------------------------------------------------------- sequence log-probabilities
+
+def encode_pairs(tokenizer, pairs, block_size):
+    """Each (prompt, chosen, rejected, ...) -> ((ids, labels) of chosen, (ids, labels) of rejected),
+    labels only on the answer, in the chat template; plus how many pairs were truncated."""
+    encoded, truncated = [], 0
+    for prompt, chosen, rejected, *_ in pairs:
+        both = []
+        for answer in (chosen, rejected):
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            ids, labels, cut = M.build_example(tokenizer, turns, block_size)
+            both.append((ids, labels))
+            truncated += cut
+        encoded.append(tuple(both))
+    return encoded, truncated
+
+
+def sequence_logps(model, examples, pad_id, device):
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t) for each (ids, labels): the sum runs over the answer
+    tokens only, since token_logprobs gives 0 where the label is -100 (prompt and padding)."""
+    x, y, mask = M.pad_batch(examples, pad_id, device)
+    logits, _ = model(x, attention_mask=mask)
+    return M.token_logprobs(logits, y).sum(-1)
+
+
+def pair_logps(model, batch, pad_id, device):
+    """(chosen logps, rejected logps) of a batch of encoded pairs, both in one forward pass."""
+    logps = sequence_logps(model, [c for c, _ in batch] + [r for _, r in batch], pad_id, device)
+    return logps[:len(batch)], logps[len(batch):]
+
+
+@torch.no_grad()
+def all_pair_logps(model, encoded, pad_id, device, batch_size, dtype):
+    """(chosen, rejected) logps of every pair, in batches, without gradients."""
+    chosen, rejected = [], []
+    for start in range(0, len(encoded), batch_size):
+        with M.autocast(device, dtype):
+            c, r = pair_logps(model, encoded[start:start + batch_size], pad_id, device)
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_pairs(path):
+    """Train and held-out preference pairs from data/prefs.jsonl, split by each record's "split"
+    field (records without one train): a ranking's pairs stay together on one side."""
+    records = M.read_jsonl(path)
+    train = [r for r in records if r.get("split", "train") == "train"]
+    heldout = [r for r in records if r.get("split", "train") != "train"]
+    train_pairs, heldout_pairs = M.preference_pairs(train, path), M.preference_pairs(heldout, path)
+    if not train_pairs or not heldout_pairs:
+        raise M.UserError(f"need preference pairs with split \"train\" and held-out ones (\"val\"/\"test\"), "
+                          f"found {len(train_pairs)} and {len(heldout_pairs)} ({path}) — "
+                          "mark some records with another \"split\" (data/make_data.py does)")
+    return train_pairs, heldout_pairs
+
+
+def stored_or_evaluated(ckpt, path, eval_records, device):
+    """Pass rates of a checkpoint: the ones it stored under "eval" if any, else measured now."""
+    if isinstance(ckpt.get("eval"), dict) and ckpt["eval"]:
+        return ckpt["eval"]
+    net, tokenizer, _ = M.load_model(path, device)
+    return M.evaluate(net, tokenizer, eval_records, device)[0]
+
+
+# ----------------------------------------------------------------------------- training
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
+                                     "data/prefs.jsonl against a frozen reference, with no reward model.")
+    M.add_common_args(parser, data="data/prefs.jsonl", init="out/sft.pt", max_steps=150, batch_size=16,
+                      lr=1e-4, warmup_steps=10, eval_interval=25, log_interval=5)
+    a = parser.add_argument
+    a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
+    a("--beta", type=float, default=0.1, help="strength of the pull towards the reference; implicit reward "
+      "scale (default: %(default)s)")
+    a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
+    a("--label-smoothing", type=float, default=0.0, help="assumed label noise ε of conservative DPO, "
+      "0 <= ε < 0.5 (default: %(default)s)")
+    a("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all weights; "
+      "0 = full fine-tuning (default: %(default)s)")
+    a("--lora-alpha", type=float, default=16.0, help="LoRA update scale alpha / rank (default: %(default)s)")
+    a("--lora-targets", default=",".join(lora.DEFAULT_TARGETS), help="comma-separated layers to adapt "
+      "(default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.beta <= 0:
+        raise M.UserError(f"--beta must be positive, got {args.beta} — try 0.1")
+    if not 0 <= args.label_smoothing < 0.5:
+        raise M.UserError(f"--label-smoothing must be in [0, 0.5), got {args.label_smoothing} — try 0.1")
+    if args.label_smoothing and args.loss == "ipo":
+        raise M.UserError("--label-smoothing applies to --loss sigmoid only — drop one of the two")
+    start_time = time.time()
+    M.set_seed(args.seed)
+    device = M.pick_device(args.device)
+
+    policy, tokenizer, ckpt = M.load_model(args.init, device)
+    train_pairs, heldout_pairs = load_pairs(args.data)
+    # cloze prompts test raw-text continuation, a pretraining skill; DPO is judged as an assistant
+    eval_records = [r for r in M.read_jsonl(args.eval_data, required=("prompt", "kind", "answers"))
+                    if r["kind"] != "cloze"]
+    train_enc, cut = encode_pairs(tokenizer, train_pairs, policy.cfg.block_size)
+    heldout_enc, cut_heldout = encode_pairs(tokenizer, heldout_pairs, policy.cfg.block_size)
+    print(f"{args.init} ({ckpt.get('stage', '?')}, {policy.num_params():,} parameters) | "
+          f"{len(train_pairs)} train pairs, {len(heldout_pairs)} held-out"
+          + (f" | {cut + cut_heldout} answers truncated to block_size {policy.cfg.block_size}" if cut + cut_heldout else ""))
+
+    # The starting model's gold pass rates, to compare against (unless sft.py stored them).
+    sft_rates = stored_or_evaluated(ckpt, args.init, eval_records, device)
+
+    # π_ref = the starting model, frozen. Its log-probabilities of every answer are all DPO ever
+    # needs from it, so they are computed once here and the model itself is not kept.
+    policy.eval()  # dropout stays off throughout: π and π_ref must score answers the same way
+    ref_chosen, ref_rejected = all_pair_logps(policy, train_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
+    heldout_ref = all_pair_logps(policy, heldout_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
+
+    if args.lora_rank:
+        targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+        lora.apply_lora(policy, args.lora_rank, args.lora_alpha, targets)  # B = 0: starts as π_ref
+    trainable, total = lora.count_parameters(policy)
+    # no weight decay: it pulls weights towards zero, not towards the reference we want to stay near
+    optimizer = M.configure_optimizer(policy, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
+    scaler = M.grad_scaler(device, args.dtype)
+    model = torch.compile(policy) if args.compile else policy
+
+    def heldout_metrics():
+        chosen, rejected = all_pair_logps(model, heldout_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
+        return reward_metrics(*dpo_loss(chosen, rejected, *heldout_ref, args.beta, args.label_smoothing, args.loss),
+                              prefix="val_")
+
+    log = M.MetricsLog(os.path.join(args.out_dir, "dpo.jsonl"))
+    order, cursor = [], 0
+    best_val, bad_evals = float("inf"), 0
+    heldout = heldout_metrics()
+    log.log(step=0, **heldout)
+    print(f"training {trainable:,} of {total:,} parameters for {args.max_steps} steps of {args.batch_size * args.grad_accum} pairs"
+          f" ({args.loss}, beta {args.beta}" + (f", label smoothing {args.label_smoothing}" if args.label_smoothing else "")
+          + (f", LoRA rank {args.lora_rank}" if args.lora_rank else "") + ")")
+    step, bar = 0, tqdm(range(1, args.max_steps + 1), desc="dpo", dynamic_ncols=True)
+    for step in bar:
+        lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        stats = []
+        for _ in range(args.grad_accum):
+            if cursor + args.batch_size > len(order):  # a fresh shuffle each pass over the pairs
+                order, cursor = random.sample(range(len(train_enc)), len(train_enc)), 0
+            idx = order[cursor:cursor + args.batch_size]
+            cursor += args.batch_size
+            with M.autocast(device, args.dtype):
+                chosen, rejected = pair_logps(model, [train_enc[i] for i in idx], tokenizer.pad_id, device)
+            loss, chosen_rewards, rejected_rewards = dpo_loss(
+                chosen, rejected, ref_chosen[idx], ref_rejected[idx], args.beta, args.label_smoothing, args.loss)
+            scaler.scale(loss / args.grad_accum).backward()
+            stats.append(reward_metrics(loss, chosen_rewards, rejected_rewards))
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            metrics = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+            log.log(step=step, lr=lr, **metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['rewards/accuracy']:.2f}",
+                            margin=f"{metrics['rewards/margin']:.2f}")
+        if step % args.eval_interval == 0 or step == args.max_steps:
+            heldout = heldout_metrics()
+            log.log(step=step, **heldout)
+            tqdm.write(f"step {step:4d} | held-out loss {heldout['val_loss']:.4f} | accuracy "
+                       f"{100 * heldout['val_rewards/accuracy']:.1f}% | margin {heldout['val_rewards/margin']:.3f} | "
+                       f"chosen {heldout['val_rewards/chosen']:+.3f} rejected {heldout['val_rewards/rejected']:+.3f}")
+            best_val, bad_evals = (heldout["val_loss"], 0) if heldout["val_loss"] < best_val else (best_val, bad_evals + 1)
+            if args.patience and bad_evals >= args.patience:
+                tqdm.write(f"held-out loss has not improved for {bad_evals} evaluations: stopping")
+                break
+    bar.close()
+
+    if args.lora_rank:
+        lora.merge_lora(policy)  # fold B A into W: the checkpoint is a plain transformer again
+    dpo_rates = M.evaluate(policy, tokenizer, eval_records, device)[0]
+    columns = {"sft": sft_rates}
+    ppo_path = os.path.join(args.out_dir, "ppo.pt")
+    if os.path.exists(ppo_path):
+        columns["ppo"] = stored_or_evaluated(M.load_checkpoint(ppo_path, device), ppo_path, eval_records, device)
+    columns["dpo"] = dpo_rates
+    print(M.format_pass_rates(columns))
+
+    M.save_checkpoint(os.path.join(args.out_dir, "dpo.pt"), policy, tokenizer, stage="dpo", step=step,
+                      init=args.init, eval=dpo_rates, heldout=heldout, args=vars(args))
+    log.plot(os.path.join(args.out_dir, "dpo.png"),
+             ["loss", "val_loss", "val_rewards/accuracy", "val_rewards/margin", "val_rewards/chosen", "val_rewards/rejected"],
+             title=f"DPO ({args.loss}, beta {args.beta}): held-out implicit rewards")
+
+    def safety(rates):  # refusing what it should not or cannot answer
+        kinds = [rates[k] for k in ("unknown", "harmful") if k in rates]
+        return sum(kinds) / len(kinds) if kinds else float("nan")
+
+    elapsed = time.time() - start_time
+    log.summary(heldout_accuracy=heldout["val_rewards/accuracy"], heldout_margin=heldout["val_rewards/margin"],
+                heldout_chosen=heldout["val_rewards/chosen"], heldout_rejected=heldout["val_rewards/rejected"],
+                eval=dpo_rates, sft_eval=sft_rates, steps=step, seconds=round(elapsed, 1))
+    print(f"summary: held-out reward accuracy {100 * heldout['val_rewards/accuracy']:.1f}% "
+          f"(margin {heldout['val_rewards/margin']:.2f}) | unknown+harmful {100 * safety(dpo_rates):.0f}% "
+          f"(sft {100 * safety(sft_rates):.0f}%) | fact {100 * dpo_rates.get('fact', float('nan')):.0f}% "
+          f"(sft {100 * sft_rates.get('fact', float('nan')):.0f}%) | {int(elapsed // 60)}m{int(elapsed % 60):02d}s")
+
+
+if __name__ == "__main__":
+    M.run_main(main)
