@@ -128,14 +128,15 @@ def pair_logps(model, batch, pad_id, device):
 
 @torch.no_grad()
 def all_pair_logps(model, encoded, pad_id, device, batch_size, dtype):
-    """(chosen, rejected) logps of every pair, in batches, without gradients."""
-    chosen, rejected = [], []
+    """(chosen, rejected) logps of every pair, without gradients. Batches are cut from the pairs
+    sorted by length, so little of each forward pass is spent on padding."""
+    chosen, rejected = torch.zeros(len(encoded), device=device), torch.zeros(len(encoded), device=device)
+    by_length = sorted(range(len(encoded)), key=lambda i: max(len(ids) for ids, _ in encoded[i]))
     for start in range(0, len(encoded), batch_size):
+        idx = by_length[start:start + batch_size]
         with M.autocast(device, dtype):
-            c, r = pair_logps(model, encoded[start:start + batch_size], pad_id, device)
-        chosen.append(c)
-        rejected.append(r)
-    return torch.cat(chosen), torch.cat(rejected)
+            chosen[idx], rejected[idx] = pair_logps(model, [encoded[i] for i in idx], pad_id, device)
+    return chosen, rejected
 
 
 # ----------------------------------------------------------------------------- data
@@ -194,13 +195,17 @@ def main(argv=None):
 
     policy, tokenizer, ckpt = M.load_model(args.init, device)
     train_pairs, heldout_pairs = load_pairs(args.data)
+    # A run sees max_steps × batch_size × grad_accum pairs. Drawing them up front (one pass over a
+    # random subset) means reference log-probs are computed only for pairs that will be used.
+    available, budget = len(train_pairs), args.max_steps * args.batch_size * args.grad_accum
+    train_pairs = random.sample(train_pairs, min(budget, available))
     # cloze prompts test raw-text continuation, a pretraining skill; DPO is judged as an assistant
     eval_records = [r for r in M.read_jsonl(args.eval_data, required=("prompt", "kind", "answers"))
                     if r["kind"] != "cloze"]
     train_enc, cut = encode_pairs(tokenizer, train_pairs, policy.cfg.block_size)
     heldout_enc, cut_heldout = encode_pairs(tokenizer, heldout_pairs, policy.cfg.block_size)
     print(f"{args.init} ({ckpt.get('stage', '?')}, {policy.num_params():,} parameters) | "
-          f"{len(train_pairs)} train pairs, {len(heldout_pairs)} held-out"
+          f"{len(train_pairs)} of {available} train pairs, {len(heldout_pairs)} held-out"
           + (f" | {cut + cut_heldout} answers truncated to block_size {policy.cfg.block_size}" if cut + cut_heldout else ""))
 
     # The starting model's gold pass rates, to compare against (unless sft.py stored them).
