@@ -180,6 +180,8 @@ class CharTokenizer(Tokenizer):
             specials += (UNK,)
         self.unk = bool(unk)
         self.chars = sorted(set(chars))
+        if not all(isinstance(c, str) and len(c) == 1 for c in self.chars):
+            raise ValueError("a CharTokenizer vocabulary holds single characters")
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         self._set_specials(specials, len(self.chars))
 
