@@ -1,0 +1,362 @@
+"""Supervised fine-tuning (SFT): turn a base model into an assistant.
+
+A base model continues text. Asked "What is the capital of Norway?" it writes what tends to follow
+a question in its corpus — often another question. SFT shows it a few thousand demonstrations of
+the behaviour we want, (prompt, answer) pairs written out in one chat template,
+
+    User: {prompt}\\nAssistant: {response}<|eos|>            (a conversation repeats the pair)
+
+and trains it with the same next-token cross-entropy as pretraining, with one change: only the
+tokens the assistant says are predicted. With m_t = 1 on assistant tokens and 0 elsewhere,
+
+    L_SFT = - sum_t m_t · log p(x_{t+1} | x_<=t) / sum_t m_t
+
+The prompt (every user turn of a conversation) is context, not something to imitate: its tokens
+get the label -100, which the loss ignores. The `<|eos|>` closing each assistant turn *is*
+supervised — it is how the model learns to stop; masking it along with the padding (easy when
+pad and eos are the same token) gives a model that never stops. Here `<|pad|>` is its own token.
+
+Data formats. data/sft.jsonl holds both formats of the readings: an instruction with an optional
+input, {"instruction", "input", "output"} (the user prompt is the instruction, a newline, then the
+input), and multi-turn conversations, {"conversation": [{"role", "content"}, ...]}. Both become a
+list of turns and go through model.build_example, the one implementation of the template, the
+label mask and the truncation rule (the reward model and DPO use it too). `render_example` prints
+a training example with the supervised tokens in [brackets].
+
+Padding and truncation. A batch is right-padded to its longest example; padding is masked out of
+attention and has label -100, so it changes neither the other tokens nor the loss. An example
+longer than the context is cut by a stated rule: keep the final answer and the end of the prompt
+(the question sits at the end of a prompt, what is cut is the oldest context); the count of
+truncated examples is printed.
+
+Fine-tuning habits. The pretrained weights already hold the knowledge; SFT should teach the format
+without overwriting it (catastrophic forgetting), so it uses a smaller peak learning rate than
+pretraining, linear warmup then cosine decay, validation loss every --eval-interval steps with
+early stopping (--patience; the best weights are kept), and optionally freezes the bottom N
+blocks (--freeze-layers). Full fine-tuning updates every weight; parameter-efficient fine-tuning
+(--lora-rank R, see lora.py) trains low-rank adapters W' = W + (alpha/r)·B·A on the attention
+projections only, a few percent of the weights, and merges them into W before saving.
+
+What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
+answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
+only exist in the pretraining corpus.
+
+Run it:
+    python sft.py                          full fine-tuning of out/pretrain.pt -> out/sft.pt
+    python sft.py --lora-rank 8            LoRA; prints the trainable fraction
+    python sft.py --init scratch           SFT from random weights (overwrites out/sft.pt: run
+                                           plain `python sft.py` again before reward.py)
+What to look for: the bracketed example at start-up (what is trained on), training and
+validation loss in out/sft.png, and the table at the end: gold pass rate per kind of the base
+model and of the SFT model on data/eval.jsonl, then a few answers side by side. `unknown` and
+`harmful` stay low on purpose — the SFT data holds few honest answers and refusals; reward
+modelling, PPO and DPO are the stages that fix them.
+"""
+
+import argparse
+import os
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+import model as M
+from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
+
+SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
+FULL_LR, LORA_LR, SCRATCH_LR = 1e-4, 2e-3, 1e-3  # peak learning rates when --lr is not given
+
+
+# ----------------------------------------------------------------------------- data -> supervised tokens
+
+def record_turns(record, where="sft data"):
+    """One data/sft.jsonl record, either format, as turns [{"role", "content"}, ...]."""
+    if "conversation" in record:
+        turns = record["conversation"]
+        roles = [t.get("role") if isinstance(t, dict) else None for t in turns]
+        expected = ["user", "assistant"] * (len(turns) // 2)
+        if not turns or roles != expected or not all(isinstance(t.get("content"), str) for t in turns):
+            raise M.UserError(f"conversation must alternate user/assistant turns with string content and end "
+                              f"with the assistant ({where}) — fix the record's roles")
+        return [{"role": t["role"], "content": t["content"]} for t in turns]
+    if "instruction" in record and "output" in record:
+        prompt = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
+    raise M.UserError(f"record has neither \"conversation\" nor \"instruction\" + \"output\" ({where}) — "
+                      "give it one of the two formats of data/README.md")
+
+
+def build_example(tokenizer, record, block_size):
+    """(ids, labels, truncated) for one SFT record: labels = ids on what the assistant says (its
+    <|eos|> included), -100 on the prompt; at most block_size + 1 tokens (see model.build_example)."""
+    return M.build_example(tokenizer, record_turns(record), block_size)
+
+
+def render_example(tokenizer, ids, labels):
+    """The example as text with the supervised (trained-on) tokens in [brackets]."""
+    out, inside = [], False
+    for token, label in zip(ids, labels):
+        supervised = label != -100
+        if supervised != inside:
+            out.append("[" if supervised else "]")
+            inside = supervised
+        out.append(tokenizer.decode([token]))
+    return "".join(out) + ("]" if inside else "")
+
+
+def load_examples(path, tokenizer, block_size):
+    """{"train": [(ids, labels)], "val": [...]}, the raw records, and how many were truncated."""
+    records = M.read_jsonl(path)
+    splits, truncated = {"train": [], "val": []}, 0
+    for i, record in enumerate(records, 1):
+        where = f"{path}, record {i}"
+        split = record.get("split", "train")
+        if split not in splits:
+            raise M.UserError(f"unknown split {split!r} ({where}) — use \"train\" or \"val\"")
+        try:
+            ids, labels, cut = build_example(tokenizer, record, block_size)
+        except ValueError as exc:  # the tokenizer met a character it has no id for
+            raise M.UserError(f"{exc} ({where}) — use only characters of the pretraining corpus") from None
+        splits[split].append((ids, labels))
+        truncated += cut
+    if not splits["train"]:
+        raise M.UserError(f"no training examples ({path}) — records need \"split\": \"train\"")
+    return splits, records, truncated
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+def freeze_bottom_layers(net, n):
+    """Stop training the position embedding and the lowest n blocks: the generic features nearest
+    the input change least in fine-tuning. The token embedding is also the output head (tied), so it
+    keeps training."""
+    if not 0 <= n <= net.cfg.n_layer:
+        raise M.UserError(f"--freeze-layers {n} is out of range — the model has {net.cfg.n_layer} blocks")
+    if n == 0:
+        return
+    net.wpe.weight.requires_grad_(False)
+    for block in net.blocks[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+def batches(examples, batch_size, rng):
+    """Endless random batches; every example once per epoch."""
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for i in range(0, max(1, len(order) - batch_size + 1), batch_size):
+            yield [examples[j] for j in order[i:i + batch_size]]  # the ragged tail waits for the next epoch
+
+
+@torch.no_grad()
+def validation_loss(net, examples, batch_size, pad_id, device, dtype):
+    """Mean loss per supervised token over all of `examples`."""
+    was_training = net.training
+    net.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        x, y, mask = M.pad_batch(examples[i:i + batch_size], pad_id, device)
+        with M.autocast(device, dtype):
+            _, loss = net(x, targets=y, attention_mask=mask)
+        n = (y != -100).sum().item()
+        total, count = total + loss.item() * n, count + n
+    net.train(was_training)
+    return total / max(count, 1)
+
+
+def eval_subset(records, limit):
+    """The chat-format eval prompts, the first `limit` of each kind (None: all)."""
+    chosen = []
+    for kind in SFT_KINDS:
+        group = [r for r in records if r["kind"] == kind]
+        chosen += group if limit is None else group[:limit]
+    return chosen
+
+
+def format_rate(graded):
+    """Fraction of answers in the assistant's format, right or wrong: one line, one sentence, then
+    <|eos|> (a base model instead runs on into the next forum post)."""
+    ok = [r["output"].rstrip().endswith((".", "!", "?")) and M.answer_text(r["output"]) == r["output"] for r in graded]
+    return sum(ok) / max(len(ok), 1)
+
+
+def finetune(net, train, val, args, tokenizer, device, log):
+    """The training loop: AdamW on the trainable weights, warmup + cosine, validation loss every
+    eval_interval steps, early stopping with the best weights restored. Returns a dict of results."""
+    optimizer = M.configure_optimizer(net, args.lr, device_type=torch.device(device).type)
+    scaler = M.grad_scaler(device, args.dtype)
+    model = torch.compile(net) if args.compile else net
+    stream = batches(train, args.batch_size, random.Random(args.seed))
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    val_loss = lambda: validation_loss(model, val, args.batch_size, tokenizer.pad_id, device, args.dtype)
+
+    def snapshot():
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    best = dict(val_loss=None, step=0, state=snapshot())
+    if val:
+        best["val_loss"] = val_loss()
+        print(f"validation loss before SFT: {best['val_loss']:.4f}")
+        log.log(step=0, val_loss=best["val_loss"])
+    bad_evals, step, loss_sum = 0, 0, None
+    model.train()
+    bar = tqdm(range(1, args.max_steps + 1), desc="sft", dynamic_ncols=True)
+    for step in bar:
+        lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        for _ in range(args.grad_accum):
+            x, y, mask = M.pad_batch(next(stream), tokenizer.pad_id, device)
+            with M.autocast(device, args.dtype):
+                _, loss = model(x, targets=y, attention_mask=mask)
+            scaler.scale(loss / args.grad_accum).backward()
+            loss_sum += loss.item() / args.grad_accum
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = dict(step=step, loss=loss_sum, lr=lr)
+        if val and (step % args.eval_interval == 0 or step == args.max_steps):
+            metrics["val_loss"] = val_loss()
+            if metrics["val_loss"] < best["val_loss"]:
+                best, bad_evals = dict(val_loss=metrics["val_loss"], step=step, state=snapshot()), 0
+            else:
+                bad_evals += 1
+            bar.set_postfix(loss=f"{loss_sum:.3f}", val=f"{metrics['val_loss']:.3f}")
+        if step % args.log_interval == 0 or "val_loss" in metrics:
+            log.log(**metrics)
+        if args.patience and bad_evals >= args.patience:
+            tqdm.write(f"early stopping at step {step}: validation loss has not improved for {bad_evals} evaluations")
+            break
+    bar.close()
+    if val:  # early stopping keeps the best weights, not the last
+        net.load_state_dict(best["state"])
+        print(f"best validation loss {best['val_loss']:.4f} at step {best['step']} (restored)")
+    else:
+        print("no validation split: no early stopping, the last weights are kept")
+        best["step"] = step
+    net.eval()
+    return dict(steps=step, best_step=best["step"], val_loss=best["val_loss"], train_loss=loss_sum)
+
+
+def side_by_side(base_graded, sft_graded):
+    print("\nside by side (greedy):")
+    for kind in SFT_KINDS:
+        for before, after in [(b, a) for b, a in zip(base_graded, sft_graded) if b["kind"] == kind][:1]:
+            print(f"  [{kind}] User: {before['prompt']}")
+            for name, r in (("base", before), ("sft", after)):
+                print(f"      {name + ':':<5} {r['output'][:70]!r} {'PASS' if r['passed'] else 'fail'}")
+
+
+# ----------------------------------------------------------------------------- main
+
+def main():
+    parser = argparse.ArgumentParser(description="Supervised fine-tuning: base model + demonstrations -> assistant.")
+    M.add_common_args(parser, data="data/sft.jsonl", max_steps=600, batch_size=32, lr=None, warmup_steps=20,
+                      eval_interval=50, log_interval=10, patience=3)
+    parser.add_argument("--eval-data", default="data/eval.jsonl", help="prompts with gold answers (default: %(default)s)")
+    parser.add_argument("--eval-limit", type=int, default=None,
+                        help="evaluate only the first N prompts of each kind; 0 skips evaluation (default: all)")
+    parser.add_argument("--freeze-layers", type=int, default=0, help="freeze the bottom N blocks (default: %(default)s)")
+    parser.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all "
+                        "weights; 0 = full fine-tuning (default: %(default)s)")
+    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: ΔW = (alpha/r)·B·A (default: %(default)s)")
+    parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated layers to adapt (default: %(default)s)")
+    parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
+                     f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
+                     f"fine-tuning (pretraining uses 2e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
+    args = parser.parse_args()
+    start_time = time.time()
+    from_scratch = args.init == "scratch"
+    source = os.path.join(args.out_dir, "pretrain.pt") if from_scratch or args.init is None else args.init
+    if args.lora_rank < 0 or args.freeze_layers < 0:
+        raise M.UserError("--lora-rank and --freeze-layers must be 0 or more")
+    if args.lr is None:
+        # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
+        # weights have nothing to keep, so both take bigger ones
+        args.lr = SCRATCH_LR if from_scratch else LORA_LR if args.lora_rank else FULL_LR
+    M.set_seed(args.seed)
+    device = M.pick_device(args.device)
+
+    # the starting point: a pretrained checkpoint, or its architecture with random weights
+    net, tokenizer, ckpt = M.load_model(source, device)
+    if from_scratch:
+        net = M.Transformer(net.cfg).to(device)
+        print(f"--init scratch: random weights, architecture and tokenizer of {source}")
+    else:
+        print(f"init: {source} (stage {ckpt.get('stage', '?')}, {net.num_params():,} parameters)")
+    if not net.cfg.causal:
+        raise M.UserError(f"{source} is a masked-LM (bidirectional) model — SFT needs a causal checkpoint")
+    if tokenizer.pad_id == tokenizer.eos_id:
+        raise M.UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
+                          "retrain the tokenizer with distinct specials")
+    block_size = net.cfg.block_size
+
+    splits, records, truncated = load_examples(args.data, tokenizer, block_size)
+    train, val = splits["train"], splits["val"]
+    print(f"data: {len(train)} train / {len(val)} val examples from {args.data}; truncated {truncated} longer than "
+          f"{block_size + 1} tokens (kept the final answer and the end of the prompt)")
+    for fmt in ("instruction", "conversation"):
+        i = next((i for i, r in enumerate(records) if fmt in r), None)
+        if i is not None:
+            ids, labels, _ = build_example(tokenizer, records[i], block_size)
+            print(f"\none {fmt} example, [supervised tokens] in brackets:\n{render_example(tokenizer, ids, labels)}")
+
+    eval_records, base_rates, base_graded = [], {}, []
+    if args.eval_limit != 0:
+        eval_records = eval_subset(M.read_jsonl(args.eval_data, required=("prompt", "kind", "answers")), args.eval_limit)
+        print(f"\nevaluating the starting model on {len(eval_records)} prompts of {args.eval_data} ...")
+        base_rates, base_graded = M.evaluate(net, tokenizer, eval_records, device)
+
+    # what trains: LoRA adapters only, or every weight above the frozen bottom layers
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    if args.lora_rank:
+        apply_lora(net, args.lora_rank, args.lora_alpha, targets)
+    freeze_bottom_layers(net, args.freeze_layers)
+    trainable, total = count_parameters(net)
+    method = f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}" if args.lora_rank else "full fine-tuning"
+    method += " from scratch" if from_scratch else ""
+    print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+
+    log = M.MetricsLog(os.path.join(args.out_dir, "sft.jsonl"))
+    result = finetune(net, train, val, args, tokenizer, device, log)
+
+    # a LoRA model is saved merged: a plain transformer that every later stage loads as usual;
+    # the adapter alone (a few KB) rides along in the checkpoint
+    extra = {}
+    if args.lora_rank:
+        extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=list(targets),
+                             state=lora_state_dict(net))
+        merge_lora(net)
+
+    rates, formats = {}, {}
+    if eval_records:
+        print(f"\nevaluating the SFT model on {len(eval_records)} prompts ...")
+        rates, graded = M.evaluate(net, tokenizer, eval_records, device)
+        formats = {"base": format_rate(base_graded), "sft": format_rate(graded)}
+        print("\n" + M.format_pass_rates({"base": base_rates, "sft": rates}))
+        print(f"{'answer format':<15}" + "".join(f"{100 * v:>11.1f}%" for v in formats.values())
+              + "   (one sentence, then <|eos|>; right or wrong)")
+        side_by_side(base_graded, graded)
+
+    path = os.path.join(args.out_dir, "sft.pt")
+    M.save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
+                      eval=rates, base_eval=base_rates, format_rate=formats, init=args.init or source, **extra)
+    wall = time.time() - start_time
+    log.plot(os.path.join(args.out_dir, "sft.png"), ["loss", "val_loss", "lr"], title=f"SFT ({method})")
+    log.summary(stage="sft", init=args.init or source, method=method, lr=args.lr, trainable_params=trainable,
+                total_params=total, trainable_fraction=trainable / total, truncated=truncated, **result,
+                eval=rates, base_eval=base_rates, format_rate=formats, wall_time_s=round(wall, 1))
+    shown = " ".join(f"{k}={100 * v:.0f}%" for k, v in rates.items())
+    val_shown = "n/a" if result["val_loss"] is None else f"{result['val_loss']:.4f}"
+    print(f"\nsummary: {method}, {result['steps']} steps in {wall:.0f}s, val_loss {val_shown}"
+          f"{', gold pass ' + shown if shown else ''} -> {path}")
+
+
+if __name__ == "__main__":
+    M.run_main(main)

@@ -1,0 +1,175 @@
+"""SFT: which tokens are trained on, the truncation rule, padding, and a short end-to-end run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model as M
+from bpe import CharTokenizer
+from sft import build_example, record_turns, render_example
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+INSTRUCTION = {"instruction": "What is 2 plus 2?", "input": "", "output": "2 plus 2 is 4.", "split": "train"}
+WITH_INPUT = {"instruction": "Tell me the capital of this country.", "input": "Norway",
+              "output": "The capital of Norway is Oslo.", "split": "train"}
+CONVERSATION = {"conversation": [
+    {"role": "user", "content": "What does a cow say?"}, {"role": "assistant", "content": "A cow says moo."},
+    {"role": "user", "content": "And a cat?"}, {"role": "assistant", "content": "A cat says meow."}],
+    "split": "val"}
+RECORDS = [INSTRUCTION, WITH_INPUT, CONVERSATION]
+EVAL = [{"prompt": "What is 2 plus 2?", "kind": "task", "answers": ["4", "2 plus 2 is 4."]},
+        {"prompt": "What does a cow say?", "kind": "fact", "answers": ["A cow says moo."]}]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    text = "".join(json.dumps(r) for r in RECORDS + EVAL) + "User: \nAssistant: "
+    return CharTokenizer.train(text)
+
+
+def supervised_text(tok, ids, labels):
+    """The assistant tokens the labels select, decoded turn by turn."""
+    return tok.decode([i for i, l in zip(ids, labels) if l != -100])
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_exactly_the_assistant_tokens_carry_labels(tok, record):
+    ids, labels, truncated = build_example(tok, record, block_size=512)
+    assert not truncated and len(ids) == len(labels)
+    turns = record_turns(record)
+    answers = [t["content"] for t in turns if t["role"] == "assistant"]
+    assert supervised_text(tok, ids, labels) == "".join(a + "<|eos|>" for a in answers)
+    # the labels are the ids themselves where set (next-token shift happens in pad_batch)
+    assert all(l == i for i, l in zip(ids, labels) if l != -100)
+    # the full text is the chat template, turn after turn
+    expected = "".join(M.chat_prompt(t["content"]) if t["role"] == "user" else t["content"] + "<|eos|>" for t in turns)
+    assert tok.decode(ids) == expected
+    # every user turn is masked, <|eos|> closing each answer is supervised, pad is not eos
+    assert sum(1 for i, l in zip(ids, labels) if i == tok.eos_id and l == tok.eos_id) == len(answers)
+    assert tok.pad_id != tok.eos_id
+
+
+def test_instruction_with_input_joins_them_with_a_newline():
+    assert record_turns(WITH_INPUT)[0]["content"] == "Tell me the capital of this country.\nNorway"
+    assert record_turns(INSTRUCTION)[0]["content"] == "What is 2 plus 2?"
+
+
+def test_bad_records_are_user_errors():
+    with pytest.raises(M.UserError):
+        record_turns({"prompt": "x"})
+    with pytest.raises(M.UserError):
+        record_turns({"conversation": [{"role": "assistant", "content": "hi"}]})
+    with pytest.raises(M.UserError):  # must end with what the assistant says
+        record_turns({"conversation": [{"role": "user", "content": "hi"}]})
+
+
+def test_render_brackets_the_supervised_tokens(tok):
+    ids, labels, _ = build_example(tok, CONVERSATION, block_size=512)
+    assert render_example(tok, ids, labels) == (
+        "User: What does a cow say?\nAssistant: [A cow says moo.<|eos|>]"
+        "User: And a cat?\nAssistant: [A cat says meow.<|eos|>]")
+
+
+def test_truncation_keeps_the_answer_and_the_end_of_the_prompt(tok):
+    full, full_labels, _ = build_example(tok, CONVERSATION, block_size=512)
+    answer = "A cat says meow.<|eos|>"
+    n_answer = len(tok.encode(answer))
+    last_pair = "User: And a cat?\nAssistant: " + answer
+    block = len(tok.encode(last_pair)) + 4  # block + 1 tokens: the last pair and 5 tokens before it
+    ids, labels, truncated = build_example(tok, CONVERSATION, block_size=block)
+    assert truncated and len(ids) == block + 1
+    assert tok.decode(ids) == "moo.<|eos|>" + last_pair
+    assert ids == full[-(block + 1):] and labels == full_labels[-(block + 1):]  # cut from the left
+    assert supervised_text(tok, ids, labels) == "moo.<|eos|>" + answer
+    # an answer longer than the context: half the context stays prompt, the answer is cut on the right
+    ids, labels, truncated = build_example(tok, CONVERSATION, block_size=16)
+    assert truncated and len(ids) == 17
+    assert labels[:8] == [-100] * 8 and tok.decode(ids[:8]) == "istant: "
+    assert supervised_text(tok, ids, labels) == answer[:9]
+
+
+def test_padding_does_not_change_the_loss_of_a_sequence(tok):
+    torch.manual_seed(0)
+    net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=32)).eval()
+    short = build_example(tok, INSTRUCTION, 128)[:2]
+    long = build_example(tok, CONVERSATION, 128)[:2]
+    x, y, mask = M.pad_batch([short], tok.pad_id)
+    _, alone = net(x, targets=y, attention_mask=mask)
+    xb, yb, maskb = M.pad_batch([short, long], tok.pad_id)
+    assert (maskb[0] == 0).any() and (xb[0][maskb[0] == 0] == tok.pad_id).all()
+    assert (yb[0][maskb[0] == 0] == -100).all()  # padding is never a target
+    logits, _ = net(xb, attention_mask=maskb)
+    padded = F.cross_entropy(logits[0], yb[0], ignore_index=-100)
+    torch.testing.assert_close(padded, alone)
+    # left padding (positions count real tokens) gives the same loss too
+    n = x.size(1)
+    left = torch.full((1, n + 5), tok.pad_id)
+    left[0, 5:] = x[0]
+    left_mask = torch.zeros_like(left)
+    left_mask[0, 5:] = 1
+    left_y = torch.full_like(left, -100)
+    left_y[0, 5:] = y[0]
+    _, left_loss = net(left, targets=left_y, attention_mask=left_mask)
+    torch.testing.assert_close(left_loss, alone)
+
+
+def make_tiny_pretrain(tmp_path, tok):
+    torch.manual_seed(0)
+    net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32))
+    M.save_checkpoint(str(tmp_path / "pretrain.pt"), net, tok, stage="pretrain")
+
+
+def run_sft(tmp_path, *flags):
+    with open(tmp_path / "sft.jsonl", "w") as f:
+        for r in RECORDS * 4 + [dict(CONVERSATION, split="train")]:
+            f.write(json.dumps(r) + "\n")
+    with open(tmp_path / "eval.jsonl", "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in EVAL))
+    cmd = [sys.executable, os.path.join(ROOT, "sft.py"), "--out-dir", str(tmp_path), "--data", str(tmp_path / "sft.jsonl"),
+           "--eval-data", str(tmp_path / "eval.jsonl"), "--device", "cpu", "--batch-size", "4", "--lr", "3e-3",
+           "--warmup-steps", "2", "--eval-interval", "10", "--patience", "0", *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def summary(tmp_path):
+    with open(tmp_path / "sft.jsonl") as f:
+        lines = [json.loads(l) for l in f]
+    return lines, lines[-1]["summary"]
+
+
+def test_short_sft_run_lowers_loss_and_writes_checkpoint(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    result = run_sft(tmp_path, "--max-steps", "30", "--eval-limit", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[" in result.stdout and "gold pass rate" in result.stdout
+    lines, s = summary(tmp_path)
+    first_val = lines[0]["val_loss"]
+    assert s["val_loss"] < first_val - 0.5, (first_val, s["val_loss"])
+    net, _, ckpt = M.load_model(str(tmp_path / "sft.pt"))
+    assert ckpt["stage"] == "sft" and set(ckpt["eval"]) == {"task", "fact"}
+    assert os.path.exists(tmp_path / "sft.png")
+
+
+def test_lora_sft_saves_a_merged_plain_transformer(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    base, _, _ = M.load_model(str(tmp_path / "pretrain.pt"))
+    result = run_sft(tmp_path, "--max-steps", "15", "--eval-limit", "0", "--lora-rank", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, s = summary(tmp_path)
+    assert 0 < s["trainable_fraction"] < 0.2
+    net, _, ckpt = M.load_model(str(tmp_path / "sft.pt"))  # loads as a plain Transformer
+    assert ckpt["lora"]["rank"] == 2 and all(k.endswith(("lora_A", "lora_B")) for k in ckpt["lora"]["state"])
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
+    assert changed and all(".attn.c_attn.weight" in k or ".attn.c_proj.weight" in k for k in changed)
+
+
+def test_bad_data_is_a_one_line_error(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    result = run_sft(tmp_path, "--max-steps", "1", "--eval-limit", "0", "--data", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
