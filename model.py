@@ -278,7 +278,7 @@ def token_logprobs(logits, targets, temperature=1.0):
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     mask = targets != -100
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * mask
+    return torch.where(mask, picked, 0.0)  # not picked * mask: -inf * 0 would be NaN
 
 
 # ----------------------------------------------------------------------------- reward model
