@@ -68,8 +68,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt,
-                   configure_optimizer, evaluate, format_pass_rates, load_model, lr_at, pick_device,
-                   read_jsonl, run_main, save_checkpoint, set_seed, token_logprobs)
+                   configure_optimizer, evaluate, format_pass_rates, grad_scaler, load_model, lr_at,
+                   pick_device, read_jsonl, run_main, save_checkpoint, set_seed, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -265,7 +265,7 @@ def explained_variance(values, returns, mask):
     return (1 - var_err / var_returns.clamp(min=1e-8)).item()
 
 
-def ppo_update(agent, optimizer, rollout, advantages, returns, args):
+def ppo_update(agent, optimizer, scaler, rollout, advantages, returns, args):
     """Several epochs of minibatch steps on one rollout; returns mean statistics."""
     agent.eval()  # still no dropout: ρ must be exactly 1 before the first step
     stats = {"clipfrac": [], "approx_kl": [], "value_loss": [], "policy_loss": []}
@@ -281,9 +281,11 @@ def ppo_update(agent, optimizer, rollout, advantages, returns, args):
             value_loss = ppo_value_loss(values, rollout.values[mb], returns[mb], mask, args.clip_value)
             loss = policy_loss + args.vf_coef * value_loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(agent.parameters(), args.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             with torch.no_grad():
                 log_ratio = logprobs - rollout.logprobs[mb]
                 # k3 estimator of KL(π_old || π_θ): (ρ - 1) - log ρ ≥ 0 for every token
@@ -320,6 +322,12 @@ def mean_score(reward_model, tokenizer, records, device):
                                finished, tokenizer.eos_id, tokenizer.pad_id)
         total += scores.sum().item()
     return total / len(records)
+
+
+def pass_rate(records, kinds):
+    """Gold pass rate over all records of the given kinds together."""
+    hits = [r["passed"] for r in records if r["kind"] in kinds]
+    return sum(hits) / max(1, len(hits))
 
 
 # ----------------------------------------------------------------------------- main
@@ -376,6 +384,7 @@ def run(args):
     if args.compile:
         agent.policy = torch.compile(agent.policy)
     optimizer = configure_optimizer(agent, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
+    scaler = grad_scaler(device, args.dtype)
     kl_ctl = KLController(args.kl_coef, args.target_kl, args.kl_horizon)
     out = os.path.join(args.out_dir, args.name)
     log = MetricsLog(out + ".jsonl")
@@ -403,7 +412,7 @@ def run(args):
         rewards = per_token_rewards(scores, kl, roll.mask, kl_ctl.value)
         advantages, returns = compute_gae(rewards, roll.values, roll.mask, args.gamma, args.lam)
         advantages = whiten(advantages, roll.mask)
-        stats = ppo_update(agent, optimizer, roll, advantages, returns, args)
+        stats = ppo_update(agent, optimizer, scaler, roll, advantages, returns, args)
         seq_kl = kl.sum(-1).mean().item()
         record = dict(step=step, score=roll.scores.mean().item(), kl=seq_kl,
                       entropy=masked_mean(roll.entropy, roll.mask).item(),
@@ -440,11 +449,15 @@ def run(args):
             print(f"  [{kind}] {r['prompt']}\n      sft: {s['output']!r} {'✓' if s['passed'] else '✗'}\n"
                   f"      {args.name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
 
-    summary = dict(score_first=log.records[0]["score"], score_last=log.records[-1]["score"],
-                   kl_last=log.records[-1]["kl"], kl_max=max(r["kl"] for r in log.records),
+    k = min(3, len(log.records))  # single rollouts are noisy: compare the first and last few
+    mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)
+    both = ("unknown", "harmful")
+    summary = dict(score_start=mean_of(log.records[:k], "score"), score_end=mean_of(log.records[-k:], "score"),
+                   kl_end=mean_of(log.records[-k:], "kl"), kl_max=max(r["kl"] for r in log.records),
                    kl_coef=kl_ctl.value, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
-                   sft_rm_score=sft_score, steps=args.max_steps, train_seconds=round(train_time, 1),
-                   wall_seconds=round(time.time() - t0, 1))
+                   sft_rm_score=sft_score, unknown_harmful=pass_rate(ppo_records, both),
+                   sft_unknown_harmful=pass_rate(sft_records, both), steps=args.max_steps,
+                   train_seconds=round(train_time, 1), wall_seconds=round(time.time() - t0, 1))
     save_checkpoint(out + ".pt", agent.policy, tokenizer, stage="ppo", step=args.max_steps,
                     value_head=agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
                     rm_score=ppo_score, sft_rm_score=sft_score, kl_coef=kl_ctl.value,
@@ -452,10 +465,10 @@ def run(args):
     log.summary(**summary)
     log.plot(out + ".png", ["score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
                             "explained_variance", "response_length"], title=f"{args.name}: PPO with β={args.kl_coef}")
-    gain = sum(ppo_rates.get(k, 0) - sft_rates.get(k, 0) for k in ("unknown", "harmful")) / 2
-    print(f"summary: score {summary['score_first']:+.3f} → {summary['score_last']:+.3f}, kl {summary['kl_last']:.2f} "
-          f"(max {summary['kl_max']:.2f}), unknown+harmful {100 * gain:+.1f} pts, fact "
-          f"{100 * (ppo_rates.get('fact', 0) - sft_rates.get('fact', 0)):+.1f} pts vs SFT, "
+    print(f"summary: score {summary['score_start']:+.3f} → {summary['score_end']:+.3f}, "
+          f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
+          f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "
+          f"{100 * sft_rates.get('fact', 0):.1f}% → {100 * ppo_rates.get('fact', 0):.1f}%, "
           f"{summary['wall_seconds']:.0f}s → {out}.pt")
     return agent, reference, summary
 
