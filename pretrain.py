@@ -110,6 +110,33 @@ def encode_corpus(text, tokenizer, cache_dir, write_cache=True):
     return ids
 
 
+def pick_tokenizer(args, source, text):
+    """The checkpoint's tokenizer when resuming or starting from one (ids must mean the same
+    tokens), else a saved one (--tokenizer), else one token per character of the data."""
+    if source is not None:
+        return load_tokenizer(source["tokenizer"])
+    if args.tokenizer:
+        if not os.path.exists(args.tokenizer):
+            raise UserError(f"tokenizer not found ({args.tokenizer}) — train one with python bpe.py, or omit --tokenizer")
+        try:
+            return load_tokenizer(args.tokenizer)
+        except ValueError as exc:
+            raise UserError(f"{exc} — pass a tokenizer saved by bpe.py") from None
+    return CharTokenizer.train(text)
+
+
+def split_tokens(ids, val_fraction, block_size, path):
+    """(train, validation): the last val_fraction of the token stream is held out. Text read in
+    order, so validation windows never overlap training ones (except at the seam)."""
+    n_val = int(len(ids) * val_fraction)
+    train_ids, val_ids = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+    for name, part in (("train", train_ids), ("validation", val_ids)):
+        if len(part) <= block_size + 1:
+            raise UserError(f"corpus too short: {len(part)} {name} tokens, fewer than one block of "
+                            f"{block_size + 1} ({path}) — use more text or a smaller --block-size")
+    return train_ids, val_ids
+
+
 # ----------------------------------------------------------------------------- the two objectives
 
 def mask_tokens(ids, mask_id, vocab_size, mask_prob=0.15, generator=None):
@@ -172,26 +199,25 @@ def estimate_loss(model, data, args, device, rank=0, world=1, mask_id=None, voca
 # ----------------------------------------------------------------------------- command line
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Pretrain a transformer on raw text (next-token or masked LM).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description="Pretrain a transformer on raw text (next-token or masked LM).")
     add_common_args(parser, data="data/corpus.txt", max_steps=1500, batch_size=32, lr=2e-3,
                     warmup_steps=100, eval_interval=250, log_interval=10)
     a = parser.add_argument
-    a("--objective", default="clm", choices=["clm", "mlm"], help="causal next-token LM or BERT-style masked LM")
-    a("--tokenizer", default=None, help="saved tokenizer JSON (e.g. out/bpe.json); default: characters of the data")
-    a("--block-size", type=int, default=128, help="context length in tokens")
-    a("--n-layer", type=int, default=4, help="transformer blocks")
-    a("--n-head", type=int, default=4, help="attention heads per block")
-    a("--n-embd", type=int, default=128, help="residual stream width")
-    a("--dropout", type=float, default=0.0, help="dropout probability (0 when data is plentiful)")
-    a("--attn-impl", default="sdpa", choices=["sdpa", "manual"], help="fused attention kernel or the written-out one")
-    a("--weight-decay", type=float, default=0.1, help="AdamW decoupled weight decay on matrices")
-    a("--beta2", type=float, default=0.99, help="AdamW second-moment decay (0.95 for large models)")
-    a("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this; 0 = off")
-    a("--eval-iters", type=int, default=50, help="validation batches per evaluation")
-    a("--val-fraction", type=float, default=0.1, help="last fraction of the tokens held out for validation")
-    a("--eval-data", default="data/eval.jsonl", help="knowledge probe run after training (skipped if absent)")
-    a("--resume", action="store_true", help="continue from <out-dir>/pretrain_last.pt")
+    a("--objective", default="clm", choices=["clm", "mlm"], help="causal next-token LM or BERT-style masked LM (default: %(default)s)")
+    a("--tokenizer", default=None, help="saved tokenizer JSON, e.g. out/bpe.json (default: characters of the data)")
+    a("--block-size", type=int, default=128, help="context length in tokens (default: %(default)s)")
+    a("--n-layer", type=int, default=4, help="transformer blocks (default: %(default)s)")
+    a("--n-head", type=int, default=4, help="attention heads per block (default: %(default)s)")
+    a("--n-embd", type=int, default=128, help="residual stream width (default: %(default)s)")
+    a("--dropout", type=float, default=0.0, help="dropout probability; 0 suits a corpus seen a few times (default: %(default)s)")
+    a("--attn-impl", default="sdpa", choices=["sdpa", "manual"], help="fused attention kernel or the written-out one (default: %(default)s)")
+    a("--weight-decay", type=float, default=0.1, help="AdamW decoupled weight decay on matrices (default: %(default)s)")
+    a("--beta2", type=float, default=0.99, help="AdamW second-moment decay (0.95 for large models) (default: %(default)s)")
+    a("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this; 0 = off (default: %(default)s)")
+    a("--eval-iters", type=int, default=50, help="validation batches per evaluation (default: %(default)s)")
+    a("--val-fraction", type=float, default=0.1, help="last fraction of the tokens held out for validation (default: %(default)s)")
+    a("--eval-data", default="data/eval.jsonl", help="knowledge probe run after training (skipped if absent) (default: %(default)s)")
+    a("--resume", action="store_true", help="continue from <out-dir>/pretrain_last.pt (mlm: pretrain_mlm_last.pt)")
     return parser
 
 
@@ -252,14 +278,7 @@ def _train(args, device, rank, world, ddp, started):
     elif args.init:
         source = load_checkpoint(args.init, "cpu")
     text = read_text(args.data)
-    if source is not None:
-        tokenizer = load_tokenizer(source["tokenizer"])
-    elif args.tokenizer:
-        if not os.path.exists(args.tokenizer):
-            raise UserError(f"tokenizer not found ({args.tokenizer}) — train one with python bpe.py, or omit --tokenizer")
-        tokenizer = load_tokenizer(args.tokenizer)
-    else:
-        tokenizer = CharTokenizer.train(text)
+    tokenizer = pick_tokenizer(args, source, text)
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                       n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
                       causal=args.objective == "clm", attn_impl=args.attn_impl)
@@ -273,14 +292,8 @@ def _train(args, device, rank, world, ddp, started):
             raise UserError(f"checkpoint has another shape: {', '.join(differ)} ({last_path}) — "
                             "resume with the flags of the original run, or drop --resume")
 
-    # --- tokens, split into train and validation (the last val_fraction of the text)
     ids = encode_corpus(text, tokenizer, os.path.join(args.out_dir, "cache"), write_cache=master)
-    n_val = int(len(ids) * args.val_fraction)
-    train_ids, val_ids = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
-    for name, part in (("train", train_ids), ("validation", val_ids)):
-        if len(part) <= cfg.block_size + 1:
-            raise UserError(f"corpus too short: {len(part)} {name} tokens, fewer than one block of "
-                            f"{cfg.block_size + 1} ({args.data}) — use more text or a smaller --block-size")
+    train_ids, val_ids = split_tokens(ids, args.val_fraction, cfg.block_size, args.data)
     train_data, val_data = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
     mask_id = getattr(tokenizer, "mask_id", None)
 
@@ -333,7 +346,12 @@ def _train(args, device, rank, world, ddp, started):
 
     # Ctrl-C asks the loop to stop at the next step boundary, so the saved state is a consistent one
     interrupted = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+
+    def on_ctrl_c(*_):
+        if interrupted:  # a second Ctrl-C: quit now
+            raise KeyboardInterrupt
+        interrupted.append(True)
+    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     generator = torch.Generator()
     bar = tqdm(total=args.max_steps, initial=step, disable=not master, desc=stem, dynamic_ncols=True)
     tic = time.time()
@@ -416,8 +434,8 @@ def _train(args, device, rank, world, ddp, started):
             if step % args.log_interval == 0 or step == args.max_steps:
                 loss_mean = torch.stack(pending).mean()
                 if ddp:
-                    dist.all_reduce(loss_mean, op=dist.ReduceOp.AVG)
-                loss_mean = loss_mean.item()  # waits for the device, so the clock below is honest
+                    dist.all_reduce(loss_mean)
+                loss_mean = loss_mean.item() / world  # waits for the device, so the clock below is honest
                 if not math.isfinite(loss_mean):
                     raise UserError(f"training loss is {loss_mean} at step {step} — lower --lr or raise "
                                     "--warmup-steps (float16: try bfloat16)")

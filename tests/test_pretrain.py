@@ -225,3 +225,22 @@ def test_unknown_tokenizer_and_bad_sizes(tmp_path):
         pretrain.main(tiny_args(tmp_path, "--tokenizer", str(tmp_path / "bpe.json")))
     with pytest.raises(UserError, match="divisible"):
         pretrain.main(tiny_args(tmp_path, "--n-head", "3"))
+
+
+def test_bpe_tokenizer_and_token_cache(tmp_path, monkeypatch):
+    import bpe
+    corpus = tiny_corpus(tmp_path / "corpus.txt")
+    tok = bpe.BPETokenizer.train(open(corpus).read(), vocab_size=300)
+    tok.save(str(tmp_path / "bpe.json"))
+    args = tiny_args(tmp_path, "--tokenizer", str(tmp_path / "bpe.json"), "--max-steps", "2", data=corpus)
+    pretrain.main(args)
+    _, tokenizer, _ = load_model(str(tmp_path / "out" / "pretrain.pt"))
+    assert tokenizer.to_dict() == tok.to_dict()
+    # the second start-up reads the cached token array instead of encoding the text again
+    real_encode = bpe.BPETokenizer.encode
+
+    def encode_short_only(self, text):  # the samples still encode their one-line prompt
+        assert len(text) < 100, "the corpus was encoded again"
+        return real_encode(self, text)
+    monkeypatch.setattr(bpe.BPETokenizer, "encode", encode_short_only)
+    pretrain.main(args)
