@@ -96,10 +96,11 @@ def clock(fn, device):
     return time.perf_counter() - start
 
 
-def interleaved(fns, device, repeats):
+def interleaved(fns, device, repeats, warmups=None):
     """Median seconds of each fn, run in turns (A B A B ...) so that load changes hit all of them.
-    One untimed call of each first: the first call pays for memory allocation and kernel choice."""
-    for fn in fns:
+    One untimed call of each first (or of its cheaper stand-in in warmups): the first call pays for
+    memory allocation and kernel choice."""
+    for fn in warmups or fns:
         fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
@@ -150,7 +151,7 @@ def bench_bpe(text, vocab_size, repeats):
     naive, fast = [], []
     naive_s = clock(lambda: naive.append(naive_bpe_merges(text, num_merges, GPT2_PATTERN)), "cpu")
     fast_s = statistics.median(clock(lambda: fast.append(BPETokenizer.train(text, vocab_size, pattern=GPT2_PATTERN)),
-                                     "cpu") for _ in range(repeats))
+                                     "cpu") for _ in range(max(3, repeats)))  # cheap: always a median of 3+
     learned = list(fast[-1].merges)
     if learned != naive[0]:
         k = next((i for i, (x, y) in enumerate(zip(learned, naive[0])) if x != y), min(len(learned), len(naive[0])))
@@ -187,11 +188,12 @@ def bench_generate(name, cfg, device, new_tokens, repeats):
     prompt = torch.randint(cfg.vocab_size, (1, PROMPT_TOKENS), device=device)
     outs = {}
 
-    def run(use_cache):
-        outs[use_cache] = net.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+    def run(use_cache, n=new_tokens):
+        outs[use_cache] = net.generate(prompt, n, temperature=0.0, use_cache=use_cache)
 
     log(f"generate: {name}, {new_tokens} tokens, cache vs none")
-    no_cache, cache = interleaved([lambda: run(False), lambda: run(True)], device, repeats)
+    no_cache, cache = interleaved([lambda: run(False), lambda: run(True)], device, repeats,
+                                  warmups=[lambda: run(False, 4), lambda: run(True, 4)])
     return {"config": name, "new_tokens": new_tokens, "no_cache_tok_s": new_tokens / no_cache,
             "cache_tok_s": new_tokens / cache, "speedup": no_cache / cache,
             "same_greedy_tokens": bool(torch.equal(outs[False], outs[True]))}
@@ -215,7 +217,7 @@ def bench_attention(name, cfg, batch, seq, device, dtype, repeats):
         outs[module.cfg.attn_impl] = y.detach().float()
 
     log(f"attention: {name} {batch}x{seq} {dtype}, manual vs sdpa")
-    t_manual, t_sdpa = interleaved([lambda: fwd_bwd(manual), lambda: fwd_bwd(fused)], device, repeats)
+    t_manual, t_sdpa = interleaved([lambda: fwd_bwd(manual), lambda: fwd_bwd(fused)], device, max(3, repeats))
     diff = (outs["manual"] - outs["sdpa"]).abs().max().item()
     flash = None
     if torch.device(device).type == "cuda":
@@ -233,6 +235,25 @@ def bench_attention(name, cfg, batch, seq, device, dtype, repeats):
 
 # ----------------------------------------------------------------------------- training steps
 
+def host_memory(reset=False):
+    """(resident bytes now, resident high-water mark, how measured) of this process. Linux keeps the
+    mark per address space in /proc/self/status (VmHWM), so it starts afresh in each probe process;
+    writing 5 to /proc/self/clear_refs sets it back to the current size. getrusage's ru_maxrss would
+    not do: Linux carries it across fork and exec, so a probe would inherit its parent's peak."""
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        with open("/proc/self/status") as f:
+            kb = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+        return (int(kb["VmRSS"].split()[0]) * 1024, int(kb["VmHWM"].split()[0]) * 1024,
+                "the probe process's resident set size: /proc/self/status VmRSS before the first step, "
+                "VmHWM (high-water mark, reset just before the first step) after the last")
+    except (OSError, KeyError, ValueError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        return rss, rss, "getrusage ru_maxrss (may include the parent process's peak)"
+
+
 def train_probe(spec):
     """Time spec["steps"] AdamW training steps after spec["warmup"] ones; runs in its own process."""
     device, dtype, batch, seq = spec["device"], spec["dtype"], spec["batch"], spec["seq"]
@@ -249,7 +270,7 @@ def train_probe(spec):
     scaler = grad_scaler(device, dtype)
     x = torch.randint(cfg.vocab_size, (batch, seq), device=device)
     y = torch.randint(cfg.vocab_size, (batch, seq), device=device)
-    before = torch.cuda.memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = torch.cuda.memory_allocated(device) if cuda else host_memory()[0]
 
     def step():  # pretrain.py's optimizer step: autocast forward, backward, clip, AdamW
         with autocast(device, dtype):
@@ -264,12 +285,14 @@ def train_probe(spec):
 
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        host_memory(reset=True)
     warmup_s = clock(lambda: [step() for _ in range(spec["warmup"])], device)
     losses = []
     elapsed = clock(lambda: losses.extend(step() for _ in range(spec["steps"])), device)
     if not all(torch.isfinite(l).item() for l in losses):
         raise RuntimeError(f"non-finite loss {[l.item() for l in losses]}")
-    peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated(device) if cuda else host_memory()[1]
     n_params = net.num_params()
     tok_s = spec["steps"] * batch * seq / elapsed
     peak_device = peak_flops(device)
@@ -277,7 +300,7 @@ def train_probe(spec):
     return {"params": n_params, "tokens_per_sec": tok_s, "step_ms": 1e3 * elapsed / spec["steps"],
             "warmup_s": warmup_s, "mfu": fpt * tok_s / peak_device if peak_device else None,
             "peak_bytes": peak, "before_bytes": before, "step_growth_bytes": peak - before,
-            "memory_method": "torch.cuda.max_memory_allocated" if cuda else "ru_maxrss (process RSS high-water mark)",
+            "memory_method": "torch.cuda.max_memory_allocated" if cuda else host_memory()[2],
             "grads_adam_bytes": 12 * sum(p.numel() for p in net.parameters())}  # float32 grad + 2 moments
 
 
@@ -445,7 +468,7 @@ def build_parser():
       help="add/remove the +compile training rows of the default variants")
     a("--steps", type=int, default=None, help="timed training steps (default: 2 quick, 10 CPU, 20 CUDA)")
     a("--warmup", type=int, default=None, help="untimed training steps first (default: 1 quick, 3 CPU, 5 CUDA)")
-    a("--repeats", type=int, default=None, help="alternations per A/B comparison (default: 2 quick, 5)")
+    a("--repeats", type=int, default=None, help="alternations per A/B comparison (default: 1 quick, 5)")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     a("--probe", default=None, help=argparse.SUPPRESS)  # internal: one training row in this process
     return p
@@ -479,7 +502,7 @@ def make_plan(args, device):
             "variants": {"default": variants, "gpt2-small": gpt2_variants},
             "steps": args.steps or (2 if args.quick else 20 if cuda else 10),
             "warmup": args.warmup if args.warmup is not None else (1 if args.quick else 5 if cuda else 3),
-            "repeats": args.repeats or (2 if args.quick else 5), "threads": torch.get_num_threads()}
+            "repeats": args.repeats or (1 if args.quick else 5), "threads": torch.get_num_threads()}
 
 
 def read_text(path, n_bytes=None):
@@ -506,6 +529,9 @@ def main(argv=None):
         raise UserError("--device cuda but CUDA is not available — use --device cpu or auto")
     if torch.device(device).type not in ("cpu", "cuda"):
         raise UserError(f"device {device} is not benchmarked here — use --device cpu or cuda")
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 rows use TF32 tensor cores, as pretrain.py does
+        torch.backends.cudnn.allow_tf32 = True
     plan = make_plan(args, device)
     machine = machine_info(device, sys.argv[1:] if argv is None else argv)
     tag = args.tag or (re.sub(r"[^a-z0-9]+", "-", machine["gpu"].lower()).strip("-") if machine["gpu"] else "cpu") \
@@ -539,6 +565,15 @@ def main(argv=None):
         results["train"] = bench_train(configs, plan, device)
         if torch.device(device).type == "cpu":
             notes.setdefault("train", []).append("MFU is n/a on CPUs (model.peak_flops knows accelerators only).")
+            if plan["threads"] > 1 and "default" in configs:
+                notes["train"].append(f"The 1-thread row repeats default float32 with torch.set_num_threads(1): when "
+                                      f"other processes keep the cores busy (load average above), {plan['threads']} "
+                                      "threads that meet at a barrier after every op wait for each other, and "
+                                      "one thread can be much faster.")
+        else:
+            notes.setdefault("train", []).append("MFU = model.flops_per_token (attention over the trained sequence "
+                                                 "length) × tokens/s / model.peak_flops, the dense bfloat16 peak, "
+                                                 "for every precision; float32 matmuls run on TF32 tensor cores.")
         if plan["variants"]["gpt2-small"] != plan["variants"]["default"] and "gpt2-small" in configs:
             notes.setdefault("train", []).append(f"--quick on CPU: gpt2-small runs float32 only, with "
                                                  f"{plan['sizes']['gpt2-small'][1]}-token sequences.")
