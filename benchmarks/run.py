@@ -374,7 +374,8 @@ def markdown(report):
     m, r = report["machine"], report["results"]
     gpu = f", GPU {m['gpu']} (CUDA {m['cuda']})" if m["gpu"] else ""
     out = [f"# Benchmarks: {report['tag']}", "",
-           f"- machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+           f"- machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} CPU "
+           f"thread{'s' if m['torch_threads'] != 1 else ''}), "
            f"Python {m['python']}, {m['platform']}{gpu}",
            f"- load average (1/5/15 min) at start {m['load_avg_start']}, at end {m['load_avg_end']} "
            f"(`uptime` at start: {m['uptime_start']}); on a shared machine absolute times are noisy, "
