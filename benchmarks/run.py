@@ -591,6 +591,9 @@ def main(argv=None):
     with open(os.path.join(args.out, f"{tag}.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(md)
+    failed = [f"{t['config']} {t['variant']}" for t in results.get("train") or results.get("memory") or [] if "error" in t]
+    if failed:
+        log(f"warning: {len(failed)} training row(s) failed: {', '.join(failed)} (the error is in the table)")
     print(f"wrote {os.path.join(args.out, tag)}.md and .json in {report['elapsed_s']:.0f} s", file=sys.stderr)
 
 
