@@ -20,8 +20,8 @@ def load_run():
 
 def test_quick_harness_writes_every_row(tmp_path):
     run = load_run()
-    run.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--tag", "smoke", "--threads", "1", "--bpe-bytes", "6000",
-              "--bpe-vocab", "300", "--encode-bytes", "20000", "--new-tokens", "8", "--configs", "default",
+    run.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--tag", "smoke", "--threads", "1",
+              "--bpe-bytes", "6000", "--bpe-vocab", "300", "--encode-bytes", "20000", "--new-tokens", "8", "--configs", "default",
               "--batch", "2", "--seq", "32", "--variants", "float32", "--steps", "1", "--warmup", "0",
               "--repeats", "1"])
     report = json.loads((tmp_path / "smoke.json").read_text())
