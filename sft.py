@@ -48,9 +48,12 @@ Run it:
                                            plain `python sft.py` again before reward.py)
 What to look for: the bracketed example at start-up (what is trained on), training and
 validation loss in out/sft.png, and the table at the end: gold pass rate per kind of the base
-model and of the SFT model on data/eval.jsonl, then a few answers side by side. `unknown` and
-`harmful` stay low on purpose — the SFT data holds few honest answers and refusals; reward
-modelling, PPO and DPO are the stages that fix them.
+model and of the SFT model on data/eval.jsonl, the share of answers in the assistant's format (one
+sentence, then stop), and a few answers side by side. `unknown` stays near zero and `harmful` is
+only partly refused, on purpose: the SFT data holds few honest answers and refusals; reward
+modelling, PPO and DPO are the stages that fix them. Note what the validation loss cannot see:
+its prompts ask about the same facts as training, so it keeps falling while `heldout_fact` (what
+only pretraining taught) can already be sinking — forgetting is measured on held-out knowledge.
 """
 
 import argparse
@@ -142,12 +145,12 @@ def freeze_bottom_layers(net, n):
 
 
 def batches(examples, batch_size, rng):
-    """Endless random batches; every example once per epoch."""
+    """Endless random full batches, reshuffled every epoch."""
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
         for i in range(0, max(1, len(order) - batch_size + 1), batch_size):
-            yield [examples[j] for j in order[i:i + batch_size]]  # the ragged tail waits for the next epoch
+            yield [examples[j] for j in order[i:i + batch_size]]  # a ragged tail is left to the next shuffle
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import model as M
 from bpe import CharTokenizer
-from sft import build_example, record_turns, render_example
+from sft import build_example, format_rate, freeze_bottom_layers, record_turns, render_example
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,6 +117,23 @@ def test_padding_does_not_change_the_loss_of_a_sequence(tok):
     left_y[0, 5:] = y[0]
     _, left_loss = net(left, targets=left_y, attention_mask=left_mask)
     torch.testing.assert_close(left_loss, alone)
+
+
+def test_freeze_layers_stops_gradients_below_the_cut(tok):
+    net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=3, n_head=2, n_embd=16))
+    freeze_bottom_layers(net, 2)
+    x = torch.randint(0, tok.vocab_size, (2, 10))
+    net(x[:, :-1], targets=x[:, 1:])[1].backward()
+    for name, p in net.named_parameters():
+        frozen = name.startswith(("blocks.0.", "blocks.1.", "wpe."))
+        assert (p.grad is None) == frozen, name
+    with pytest.raises(M.UserError):
+        freeze_bottom_layers(net, 4)
+
+
+def test_format_rate_counts_one_sentence_answers_that_stop():
+    outputs = ["The sky is blue.", "The sky is blue.\nUser: more", "The sky is blue. And green.", "sssss", ""]
+    assert format_rate([{"output": o} for o in outputs]) == 1 / 5
 
 
 def make_tiny_pretrain(tmp_path, tok):
