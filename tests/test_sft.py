@@ -151,7 +151,9 @@ def run_sft(tmp_path, *flags):
     cmd = [sys.executable, os.path.join(ROOT, "sft.py"), "--out-dir", str(tmp_path), "--data", str(tmp_path / "sft.jsonl"),
            "--eval-data", str(tmp_path / "eval.jsonl"), "--device", "cpu", "--batch-size", "4", "--lr", "3e-3",
            "--warmup-steps", "2", "--eval-interval", "10", "--patience", "0", *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    # a tiny model runs faster on one thread than on two fighting over a shared CPU
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
 
 
 def summary(tmp_path):
