@@ -165,7 +165,7 @@ def test_reward_is_score_at_last_real_token_minus_kl():
 def rollout(policy, reference, tok, prompts, temperature, max_new_tokens=10, seed=0):
     torch.manual_seed(seed)
     reward_model = tiny_model(tok, seed=5, cls=M.RewardModel)
-    agent = ppo.ActorCritic(policy)
+    agent = ppo.ActorCritic(policy, reward_model)
     return ppo.collect_rollout(agent, reference, reward_model, tok, prompts, max_new_tokens, temperature, "cpu")
 
 
@@ -207,6 +207,27 @@ def test_greedy_sampler_and_logprob_forward_agree_on_every_token():
     amask = ppo.answer_mask(answers, tok.eos_id)
     logits, _ = ppo.answer_outputs(policy, out, torch.cat([mask, amask.long()], 1), idx.size(1))
     assert torch.equal(logits.argmax(-1)[amask.bool()], answers[amask.bool()])
+
+
+@torch.no_grad()
+def test_scores_and_critic_read_the_reward_model_at_the_right_tokens():
+    """The score is the reward model's on prompt + answer + <|eos|> alone (unpadded), and the critic
+    starts as the reward model's score of each prefix s_t = prompt + answer[:t]."""
+    tok = tokenizer()
+    policy = tiny_model(tok, scale=0.3)
+    reward_model = tiny_model(tok, seed=5, cls=M.RewardModel)
+    torch.manual_seed(0)
+    roll = ppo.collect_rollout(ppo.ActorCritic(policy, reward_model), policy, reward_model, tok, PROMPTS, 10,
+                               1.0, "cpu")
+    assert not roll.finished.all()  # some answers hit the cap: they are scored with <|eos|> appended
+    for i in range(len(PROMPTS)):
+        real = roll.sequences[i][roll.attention_mask[i].bool()].tolist()
+        closed = real if roll.finished[i] else real + [tok.eos_id]
+        assert roll.scores[i].item() == pytest.approx(reward_model(torch.tensor([closed])).item(), abs=1e-5)
+        n = int(roll.mask[i].sum())
+        for t in (0, n - 1):
+            prefix = torch.tensor([real[:len(real) - n + t]])
+            assert roll.values[i, t].item() == pytest.approx(reward_model(prefix).item(), abs=1e-5)
 
 
 def exact_answer_kl(policy, reference, roll, temperature):
