@@ -86,7 +86,9 @@ def main():
     chat_prompts = [r["prompt"] for r in records if r["kind"] != "cloze"]
     path = lambda name: os.path.join(args.out_dir, name)  # noqa: E731
     sft, tokenizer, _ = load_model(path("sft.pt"), device)
-    reward_model, _, _ = load_model(path("reward.pt"), device, model_class=RewardModel)
+    reward_model = None
+    if os.path.exists(path("reward.pt")):  # without it the RM-score column stays empty
+        reward_model, _, _ = load_model(path("reward.pt"), device, model_class=RewardModel)
     kinds = [k for k in EVAL_KINDS]
     header = "| stage | " + " | ".join(kinds) + " | RM score | KL to SFT | wall time | command |"
     lines = [header, "|" + "---|" * (len(kinds) + 5)]
@@ -97,13 +99,15 @@ def main():
         model, tok, _ = load_model(path(ckpt), device)
         rates, _ = evaluate(model, tok, records, device)
         greedy = generate_answers(model, tok, chat_prompts, device)
-        score = sum(reward_scores(reward_model, tok, chat_prompts, greedy, device)) / len(chat_prompts)
+        score = (sum(reward_scores(reward_model, tok, chat_prompts, greedy, device)) / len(chat_prompts)
+                 if reward_model is not None else None)
         sampled = generate_answers(model, tok, chat_prompts, device, temperature=1.0)
         kl = [a - b for a, b in zip(sequence_logps(model, tok, chat_prompts, sampled, device),
                                      sequence_logps(sft, tok, chat_prompts, sampled, device))]
         wall = wall_time(path(metrics))
         cells = [f"{100 * rates[k]:.0f}%" if k in rates else "-" for k in kinds]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {score:+.2f} | {sum(kl) / len(kl):.2f} | "
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {score:+.2f}" if score is not None else " | -")
+                     + f" | {sum(kl) / len(kl):.2f} | "
                      + (f"{wall / 60:.1f} min" if wall else "-") + f" | `{command}` |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
