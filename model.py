@@ -408,6 +408,18 @@ def grade(generation, answers):
     return normalize(answer_text(generation)) in {normalize(a) for a in answers}
 
 
+def left_pad(rows, pad_id, device="cpu"):
+    """Prompts of different lengths -> (ids, attention_mask), padded on the left so that every
+    row's answer starts in the same column when a batch is generated together."""
+    T = max(len(ids) for ids in rows)
+    idx = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        idx[i, T - len(ids):] = torch.tensor(ids)
+        mask[i, T - len(ids):] = 1
+    return idx.to(device), mask.to(device)
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts, device, max_new_tokens=64, batch_size=64,
                      chat=True, temperature=0.0, generator=None):
@@ -419,15 +431,10 @@ def generate_answers(model, tokenizer, prompts, device, max_new_tokens=64, batch
     for start in range(0, len(prompts), batch_size):
         batch = [tokenizer.encode(chat_prompt(p) if chat else p) for p in prompts[start:start + batch_size]]
         budget = model.cfg.block_size - max_new_tokens
-        batch = [ids[-budget:] for ids in batch]
-        T = max(len(ids) for ids in batch)
-        idx = torch.full((len(batch), T), tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)
-        for i, ids in enumerate(batch):
-            idx[i, T - len(ids):] = torch.tensor(ids)
-            mask[i, T - len(ids):] = 1
-        out = model.generate(idx.to(device), max_new_tokens, temperature=temperature,
-                             eos_id=tokenizer.eos_id, attention_mask=mask.to(device), generator=generator)
+        idx, mask = left_pad([ids[-budget:] for ids in batch], tokenizer.pad_id, device)
+        T = idx.size(1)
+        out = model.generate(idx, max_new_tokens, temperature=temperature,
+                             eos_id=tokenizer.eos_id, attention_mask=mask, generator=generator)
         for row in out[:, T:].tolist():
             if tokenizer.eos_id in row:
                 row = row[:row.index(tokenizer.eos_id)]

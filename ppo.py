@@ -75,7 +75,7 @@ from tqdm import tqdm
 
 from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt,
                    configure_optimizer, evaluate, format_pass_rates, grad_scaler, last_token, load_model,
-                   lr_at, pick_device, read_jsonl, run_main, save_checkpoint, set_seed, token_logprobs)
+                   left_pad, lr_at, pick_device, read_jsonl, run_main, save_checkpoint, set_seed, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -125,13 +125,7 @@ def encode_prompts(tokenizer, prompts, max_len, device):
         rows = [tokenizer.encode(chat_prompt(p))[-max_len:] for p in prompts]
     except ValueError as exc:
         raise UserError(f"{exc} — prompts may use only characters the tokenizer knows") from None
-    T = max(len(ids) for ids in rows)
-    idx = torch.full((len(rows), T), tokenizer.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        idx[i, T - len(ids):] = torch.tensor(ids)
-        mask[i, T - len(ids):] = 1
-    return idx.to(device), mask.to(device)
+    return left_pad(rows, tokenizer.pad_id, device)
 
 
 def answer_mask(answers, eos_id):
