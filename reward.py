@@ -35,17 +35,24 @@ list two alternatives, each selectable here: a *hinge* (margin ranking) loss
 max(0, m − (r_w − r_l)) that stops once the gap reaches m, and *regression* (MSE) (r(x, y) − s)²
 for data where labelers gave each answer a numeric score s.
 
+The body starts from the SFT weights, which already hold what the model knows; by default the
+embeddings and the lower half of the blocks stay frozen (generic features; skipping their backward
+pass makes a step about a third cheaper) and the upper blocks learn with the new head.
+
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A
 centred reward tells PPO "better or worse than what you already do", which keeps its first updates
 small; the Bradley-Terry loss is blind to the shift, so nothing learned is lost.
 
 Run it:   python reward.py                  (out/sft.pt + data/prefs.jsonl -> out/reward.pt)
-          python reward.py --loss hinge     (or --loss mse, --freeze-layers 2, --help for all)
+          python reward.py --loss hinge     (or --loss mse, --freeze-layers 0, --help for all)
 Look for: the held-out pairwise accuracy (how often the model agrees with the labelers on pairs it
-never saw), the mean margin, and the table of the mean reward per kind of answer: correct answers
-and refusals of harmful requests should sit above hallucinated, rambling and harmful-compliance
-answers. Curves are in out/reward.png, metrics in out/reward.jsonl.
+never saw), the mean margin, and the table of the mean reward per kind of answer: correct and
+honest answers and refusals of harmful requests should sit above hallucinated, rambling, rude and
+harmful-compliance answers. Then the hardest comparisons: style is learned in a few dozen steps
+(rambling, rudeness, compliance with harm), while "correct > hallucinated" needs the model to know
+the fact. A reward model is only as knowledgeable as the network it is built on, and what it
+cannot tell apart, PPO cannot be taught. Curves are in out/reward.png, metrics in out/reward.jsonl.
 """
 
 import argparse
@@ -244,6 +251,11 @@ def evaluate_rewards(model, comparisons, pad_id, device, dtype, loss, margin, ba
             by_kind.setdefault(kind or "unlabelled", []).append(value)
     stats["kind_rewards"] = {k: sum(v) / len(v) for k, v in by_kind.items()}
     stats["kind_counts"] = {k: len(v) for k, v in by_kind.items()}
+    by_pair = {}  # which comparisons it gets right: "correct > hallucinated" needs knowledge, "refusal > harmful" does not
+    for r, c in zip(rewards, comparisons):
+        for w, l in c.pairs:
+            by_pair.setdefault(f"{c.kinds[w] or '?'} > {c.kinds[l] or '?'}", []).append(float(r[w] > r[l]))
+    stats["pair_accuracy"] = {k: sum(v) / len(v) for k, v in by_pair.items()}
     return stats
 
 
@@ -290,16 +302,16 @@ def sample_prompts(path, n, seed):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train a reward model on preference pairs and rankings.")
-    add_common_args(parser, data="data/prefs.jsonl", max_steps=150, batch_size=16,
-                    lr=3e-4, warmup_steps=15, eval_interval=25, log_interval=5)
+    add_common_args(parser, data="data/prefs.jsonl", max_steps=200, batch_size=16,
+                    lr=6e-4, warmup_steps=15, eval_interval=50, log_interval=5)
     parser.add_argument("--loss", default="bt", choices=["bt", "hinge", "mse"],
                         help="bt: Bradley-Terry −log σ(r_w − r_l); hinge: margin ranking; "
                              "mse: regression on each answer's 'score' (default: %(default)s)")
     parser.add_argument("--margin", type=float, default=None,
                         help="margin m of the pair loss (default: 0 for bt, 1 for hinge)")
-    parser.add_argument("--freeze-layers", type=int, default=0,
-                        help="freeze the embeddings and this many lower blocks; only the rest and the "
-                             "score head learn (default: %(default)s)")
+    parser.add_argument("--freeze-layers", type=int, default=None,
+                        help="freeze the embeddings and this many lower blocks; only the blocks above and "
+                             "the score head learn (default: the lower half, n_layer // 2)")
     parser.add_argument("--prompts", default="data/prompts.jsonl",
                         help="prompts whose SFT samples define reward 0 (default: %(default)s)")
     parser.add_argument("--norm-samples", type=int, default=96,
@@ -327,6 +339,8 @@ def main(argv=None):
     model = RewardModel(cfg)
     model.backbone.load_state_dict(policy.state_dict())
     model.to(device)
+    if args.freeze_layers is None:
+        args.freeze_layers = cfg.n_layer // 2
     if args.freeze_layers:
         if not 0 <= args.freeze_layers <= cfg.n_layer:
             raise UserError(f"--freeze-layers {args.freeze_layers} is out of range — use 0..{cfg.n_layer}")
@@ -366,12 +380,13 @@ def main(argv=None):
     log = MetricsLog(os.path.join(out, "reward.jsonl"))
 
     def validate(step):
-        s = evaluate_rewards(net, val, tokenizer.pad_id, device, args.dtype, args.loss, args.margin, args.batch_size)
+        s = evaluate_rewards(net, val, tokenizer.pad_id, device, args.dtype, args.loss, args.margin)
         log.log(step=step, val_loss=s["loss"], val_accuracy=s.get("accuracy"), val_margin=s.get("margin"))
         return s
 
-    first = validate(0)
-    print(f"before training: held-out accuracy {100 * first.get('accuracy', float('nan')):.1f}%")
+    final = validate(0)
+    print(f"before training: held-out accuracy {100 * final.get('accuracy', float('nan')):.1f}% "
+          f"(val_loss {final['loss']:.3f}; chance is 50%)")
     order, cursor = [], 0
     generator = torch.Generator().manual_seed(args.seed)
     best, since_best, step = float("inf"), 0, 0
@@ -400,7 +415,7 @@ def main(argv=None):
             log.log(step=step, loss=loss.item(), lr=lr, **stats)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats.get('accuracy', float('nan')):.2f}")
         if step % args.eval_interval == 0 or step == args.max_steps:
-            s = validate(step)
+            final = s = validate(step)
             tqdm.write(f"step {step}: val_loss {s['loss']:.4f} val_accuracy "
                        f"{100 * s.get('accuracy', float('nan')):.1f}% val_margin {s.get('margin', float('nan')):.2f}")
             best, since_best = (s["loss"], 0) if s["loss"] < best else (best, since_best + 1)
@@ -409,7 +424,8 @@ def main(argv=None):
                 break
     bar.close()
 
-    # --- centre: the SFT model's own answers define reward 0 for PPO
+    # --- centre: the SFT model's own answers define reward 0 for PPO. Every reward moves by the same
+    # offset, so accuracy and margins of the last validation stand; the per-kind means move with it.
     offset = 0.0
     if prompts:
         answers = generate_answers(policy, tokenizer, prompts, device, max_new_tokens=min(64, cfg.block_size // 2),
@@ -417,21 +433,25 @@ def main(argv=None):
         offset = center_rewards(model, tokenizer, prompts, answers, device)
         print(f"centred on {len(prompts)} SFT samples: bias shifted by {offset:+.3f}")
 
-    final = evaluate_rewards(model, val, tokenizer.pad_id, device, args.dtype, args.loss, args.margin, args.batch_size)
-    kind_rewards, kind_counts = dict(final["kind_rewards"]), dict(final["kind_counts"])
+    kind_rewards = {kind: r + offset for kind, r in final["kind_rewards"].items()}
+    kind_counts = dict(final["kind_counts"])
     if prompts:
         kind_rewards["sft sample"], kind_counts["sft sample"] = 0.0, len(prompts)
     print("mean reward per kind of held-out answer (SFT samples define 0):")
     print(format_kind_table(kind_rewards, kind_counts))
-    metrics = {k: final[k] for k in ("accuracy", "margin", "loss", "chosen_reward", "rejected_reward") if k in final}
+    hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:4]
+    if hardest:
+        print("hardest held-out comparisons: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in hardest))
+    metrics = {k: final[k] for k in ("accuracy", "margin", "loss") if k in final}
     save_checkpoint(os.path.join(out, "reward.pt"), model, tokenizer, stage="reward", step=step, loss=args.loss,
                     margin=args.margin, reward_offset=offset, metrics=metrics, kind_rewards=kind_rewards,
+                    pair_accuracy=final.get("pair_accuracy", {}),
                     init=args.init, args=vars(args))
     log.plot(os.path.join(out, "reward.png"), ["loss", "accuracy", "val_accuracy", "val_margin"],
              title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
     log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
-                reward_offset=offset, kind_rewards=kind_rewards, seconds=round(elapsed, 1), steps=step)
+                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"), seconds=round(elapsed, 1), steps=step)
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
           f"val_loss {final['loss']:.3f} | {int(elapsed // 60)}m{int(elapsed % 60):02d}s")

@@ -201,6 +201,12 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert ckpt["stage"] == "reward" and isinstance(ckpt["reward_offset"], float)
     assert ckpt["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
     assert ckpt["kind_rewards"]["correct"] > ckpt["kind_rewards"]["rude"]
+    # the default freezes the embeddings and the lower half of the blocks; the rest learned
+    sft = M.load_checkpoint(str(world / "sft.pt"))["model"]
+    state = ckpt["model"]
+    for name in ("wte.weight", "wpe.weight", "blocks.0.attn.c_attn.weight"):
+        assert torch.equal(state["backbone." + name], sft[name])
+    assert not torch.equal(state["backbone.blocks.1.attn.c_attn.weight"], sft["blocks.1.attn.c_attn.weight"])
     # the saved model orders an unseen pair as training left it
     with torch.no_grad():
         good, bad = R.score_sequences(rm, [R.chat_ids(tok, "What is item 99?", a, 96)[0]
