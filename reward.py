@@ -251,7 +251,7 @@ def evaluate_rewards(model, comparisons, pad_id, device, dtype, loss, margin, ba
             by_kind.setdefault(kind or "unlabelled", []).append(value)
     stats["kind_rewards"] = {k: sum(v) / len(v) for k, v in by_kind.items()}
     stats["kind_counts"] = {k: len(v) for k, v in by_kind.items()}
-    by_pair = {}  # which comparisons it gets right: "correct > hallucinated" needs knowledge, "refusal > harmful" does not
+    by_pair = {}  # "correct > hallucinated" needs knowledge, "refusal > harmful" only style
     for r, c in zip(rewards, comparisons):
         for w, l in c.pairs:
             by_pair.setdefault(f"{c.kinds[w] or '?'} > {c.kinds[l] or '?'}", []).append(float(r[w] > r[l]))
@@ -285,13 +285,19 @@ def center_rewards(model, tokenizer, prompts, answers, device, batch_size=64):
     return offset
 
 
-def sample_prompts(path, n, seed):
+def sample_prompts(path, n, seed, tokenizer):
     """n prompts for the normalisation samples: PPO's prompts (data/prompts.jsonl), cycled if short."""
     if n <= 0:
         return []
     if not os.path.exists(path):
-        raise UserError(f"prompts file not found ({path}) — pass --prompts FILE, or --norm-samples 0 to skip centring")
+        raise UserError(f"prompts file not found ({path}) — pass --prompts FILE, "
+                        "or --norm-samples 0 to skip centring")
     prompts = [r["prompt"] for r in read_jsonl(path, required=("prompt",))]
+    for prompt in prompts:
+        try:
+            tokenizer.encode(prompt)
+        except ValueError as exc:
+            raise UserError(f"{exc} in {prompt!r} ({path}) — use only characters the tokenizer knows") from None
     if not prompts:
         raise UserError(f"no prompts in {path} — add {{\"prompt\": ...}} lines or pass --norm-samples 0")
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -304,6 +310,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train a reward model on preference pairs and rankings.")
     add_common_args(parser, data="data/prefs.jsonl", max_steps=200, batch_size=16,
                     lr=6e-4, warmup_steps=15, eval_interval=50, log_interval=5)
+    # a batch here counts prompts, each bringing all of its ranked answers (2 to 4 sequences)
+    next(a for a in parser._actions if a.dest == "batch_size").help = \
+        "prompts per micro-batch, each with all of its answers (default: %(default)s)"
     parser.add_argument("--loss", default="bt", choices=["bt", "hinge", "mse"],
                         help="bt: Bradley-Terry −log σ(r_w − r_l); hinge: margin ranking; "
                              "mse: regression on each answer's 'score' (default: %(default)s)")
@@ -349,7 +358,7 @@ def main(argv=None):
         for p in (p for m in frozen for p in m.parameters()):
             p.requires_grad_(False)
 
-    prompts = sample_prompts(args.prompts, args.norm_samples, args.seed)  # read now: fail before training
+    prompts = sample_prompts(args.prompts, args.norm_samples, args.seed, tokenizer)  # read now: fail before training
 
     # --- preference data: every prompt with its ordered pairs, tokenised once
     comparisons = read_preferences(args.data)
@@ -370,8 +379,8 @@ def main(argv=None):
     print(f"{len(train)} training prompts ({n_pairs} pairs), {len(val)} held-out prompts "
           f"({sum(len(c.pairs) for c in val)} pairs); {truncated} answers truncated to {cfg.block_size} tokens")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, {n_train:,} trainable parameters, "
-          f"loss {args.loss} (margin {args.margin}), {device}")
+    print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, embeddings and {args.freeze_layers} lower blocks "
+          f"frozen, {n_train:,} trainable parameters; loss {args.loss} (margin {args.margin}), {device}")
 
     optimizer = configure_optimizer(model, args.lr, device_type=torch.device(device).type)
     scaler = grad_scaler(device, args.dtype)
@@ -439,7 +448,7 @@ def main(argv=None):
         kind_rewards["sft sample"], kind_counts["sft sample"] = 0.0, len(prompts)
     print("mean reward per kind of held-out answer (SFT samples define 0):")
     print(format_kind_table(kind_rewards, kind_counts))
-    hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:4]
+    hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:5]
     if hardest:
         print("hardest held-out comparisons: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in hardest))
     metrics = {k: final[k] for k in ("accuracy", "margin", "loss") if k in final}
@@ -451,7 +460,8 @@ def main(argv=None):
              title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
     log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
-                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"), seconds=round(elapsed, 1), steps=step)
+                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
+                seconds=round(elapsed, 1), steps=step)
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
           f"val_loss {final['loss']:.3f} | {int(elapsed // 60)}m{int(elapsed % 60):02d}s")

@@ -49,9 +49,9 @@ def test_bradley_terry_matches_closed_form():
     chosen = torch.tensor([2.0, -1.0, 0.5, 30.0, -30.0], dtype=torch.float64)
     rejected = torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0], dtype=torch.float64)
     for m in (0.0, 0.5):
-        expected = sum(-math.log(1 / (1 + math.exp(-(c - r - m)))) for c, r in zip(chosen.tolist(), rejected.tolist()))
-        got = R.bradley_terry_loss(chosen, rejected, margin=m).item()
-        assert got == pytest.approx(expected / 5, rel=1e-12)
+        pairs = zip(chosen.tolist(), rejected.tolist())
+        expected = sum(-math.log(1 / (1 + math.exp(-(c - r - m)))) for c, r in pairs) / 5  # −log σ(Δ − m)
+        assert R.bradley_terry_loss(chosen, rejected, margin=m).item() == pytest.approx(expected, rel=1e-12)
     # stable where σ underflows: a badly mis-ordered pair costs its full difference, not inf
     assert R.bradley_terry_loss(torch.tensor([-200.0]), torch.tensor([0.0])).item() == pytest.approx(200.0)
 
