@@ -34,6 +34,12 @@ neither pair; "chosen is preferred to rejected" is learned, "say the chosen answ
 falls are normal. Large ones mean the model is drifting to text nobody rated, which no accuracy
 on pairs reveals: check what the model actually says (the gold pass rate below).
 
+This world shows it. A made-up name's rejected answer ("The capital of Gloaria is Vienna.") copies
+the name just as a real name's right answer does. Plain DPO pushed the former down without holding
+the latter up, the model learned to stop copying names, and answers broke mid-sentence ("The
+capital of  wis Switzerland is Bern."). So the default adds the chosen answer's likelihood to the
+loss (RPO, below): --rpo-alpha 0 gives plain DPO.
+
 Variants practitioners reach for:
   --label-smoothing ε (conservative DPO): assume each label is wrong with probability ε,
       L = −(1 − ε)·log σ(β·h) − ε·log σ(−β·h); the loss then has a minimum at a finite margin
@@ -41,13 +47,15 @@ Variants practitioners reach for:
   --loss ipo (Identity Preference Optimisation): L = (h − 1/(2β))², regress the margin onto a
       fixed target; with preferences that are always the same way round, plain DPO drives h to
       infinity and forgets the KL anchor, IPO does not.
+  --rpo-alpha α (RPO, Pang et al. 2024): add the chosen answer's negative log-likelihood per token,
+      L = L_DPO − α · log π(y_w|x) / |y_w|, which holds up exactly what plain DPO lets fall.
   --lora-rank r: train LoRA adapters only (lora.py). The frozen base *is* the reference, since the
       adapters start at zero, and the merged result is saved as a plain checkpoint.
 Rankings of K answers in data/prefs.jsonl count as all K(K−1)/2 pairs they imply
 (model.preference_pairs, as in reward.py).
 
 Run it:  python dpo.py            (after sft.py; writes out/dpo.pt, out/dpo.png, out/dpo.jsonl)
-         python dpo.py --loss ipo | --label-smoothing 0.1 | --lora-rank 8 | --beta 0.3
+         python dpo.py --rpo-alpha 0 (plain DPO) | --loss ipo | --label-smoothing 0.1 | --lora-rank 8
 Look for: held-out rewards/accuracy climbing to ~1 while rewards/margin grows; rewards/chosen
 possibly turning negative; in the final table, `unknown` and `harmful` well above SFT with `fact`
 about where it was. Then talk to it: python model.py --ckpt out/dpo.pt
@@ -168,15 +176,17 @@ def stored_or_evaluated(ckpt, path, eval_records, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
                                      "data/prefs.jsonl against a frozen reference, with no reward model.")
-    M.add_common_args(parser, data="data/prefs.jsonl", init="out/sft.pt", max_steps=150, batch_size=16,
-                      lr=1e-4, warmup_steps=10, eval_interval=25, log_interval=5)
+    M.add_common_args(parser, data="data/prefs.jsonl", init="out/sft.pt", max_steps=100, batch_size=16,
+                      lr=5e-5, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
-    a("--beta", type=float, default=0.1, help="strength of the pull towards the reference; implicit reward "
+    a("--beta", type=float, default=0.25, help="strength of the pull towards the reference; implicit reward "
       "scale (default: %(default)s)")
     a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.0, help="assumed label noise ε of conservative DPO, "
       "0 <= ε < 0.5 (default: %(default)s)")
+    a("--rpo-alpha", type=float, default=1.0, help="weight of an NLL term on the chosen answer (RPO); "
+      "0 = plain DPO (default: %(default)s)")
     a("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all weights; "
       "0 = full fine-tuning (default: %(default)s)")
     a("--lora-alpha", type=float, default=16.0, help="LoRA update scale alpha / rank (default: %(default)s)")
@@ -214,8 +224,11 @@ def main(argv=None):
     # π_ref = the starting model, frozen. Its log-probabilities of every answer are all DPO ever
     # needs from it, so they are computed once here and the model itself is not kept.
     policy.eval()  # dropout stays off throughout: π and π_ref must score answers the same way
+    ref_start = time.time()
     ref_chosen, ref_rejected = all_pair_logps(policy, train_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
     heldout_ref = all_pair_logps(policy, heldout_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
+    print(f"reference log-probs of {len(train_enc) + len(heldout_enc)} pairs in {time.time() - ref_start:.0f}s")
+    chosen_tokens = torch.tensor([sum(t != -100 for t in c[1][1:]) for c, _ in train_enc], device=device)  # for RPO
 
     if args.lora_rank:
         targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
@@ -226,15 +239,15 @@ def main(argv=None):
     scaler = M.grad_scaler(device, args.dtype)
     model = torch.compile(policy) if args.compile else policy
 
-    def heldout_metrics():
-        chosen, rejected = all_pair_logps(model, heldout_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype)
-        return reward_metrics(*dpo_loss(chosen, rejected, *heldout_ref, args.beta, args.label_smoothing, args.loss),
-                              prefix="val_")
+    def heldout_rewards(chosen, rejected):
+        return dpo_loss(chosen, rejected, *heldout_ref, args.beta, args.label_smoothing, args.loss)
 
     log = M.MetricsLog(os.path.join(args.out_dir, "dpo.jsonl"))
     order, cursor = [], 0
     best_val, bad_evals = float("inf"), 0
-    heldout = heldout_metrics()
+    # at step 0 the policy is the reference, so its held-out log-probs are heldout_ref: no pass needed
+    last = heldout_rewards(*heldout_ref)
+    heldout = reward_metrics(*last, prefix="val_")
     log.log(step=0, **heldout)
     print(f"training {trainable:,} of {total:,} parameters for {args.max_steps} steps of {args.batch_size * args.grad_accum} pairs"
           f" ({args.loss}, beta {args.beta}" + (f", label smoothing {args.label_smoothing}" if args.label_smoothing else "")
@@ -254,8 +267,10 @@ def main(argv=None):
                 chosen, rejected = pair_logps(model, [train_enc[i] for i in idx], tokenizer.pad_id, device)
             loss, chosen_rewards, rejected_rewards = dpo_loss(
                 chosen, rejected, ref_chosen[idx], ref_rejected[idx], args.beta, args.label_smoothing, args.loss)
+            stats.append(reward_metrics(loss, chosen_rewards, rejected_rewards))  # `loss` logged is DPO's alone
+            if args.rpo_alpha:  # RPO: also raise the chosen answer itself, per token
+                loss = loss - args.rpo_alpha * (chosen / chosen_tokens[idx]).mean()
             scaler.scale(loss / args.grad_accum).backward()
-            stats.append(reward_metrics(loss, chosen_rewards, rejected_rewards))
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         scaler.step(optimizer)
@@ -268,7 +283,8 @@ def main(argv=None):
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['rewards/accuracy']:.2f}",
                             margin=f"{metrics['rewards/margin']:.2f}")
         if step % args.eval_interval == 0 or step == args.max_steps:
-            heldout = heldout_metrics()
+            last = heldout_rewards(*all_pair_logps(model, heldout_enc, tokenizer.pad_id, device, 2 * args.batch_size, args.dtype))
+            heldout = reward_metrics(*last, prefix="val_")
             log.log(step=step, **heldout)
             tqdm.write(f"step {step:4d} | held-out loss {heldout['val_loss']:.4f} | accuracy "
                        f"{100 * heldout['val_rewards/accuracy']:.1f}% | margin {heldout['val_rewards/margin']:.3f} | "
@@ -278,6 +294,13 @@ def main(argv=None):
                 tqdm.write(f"held-out loss has not improved for {bad_evals} evaluations: stopping")
                 break
     bar.close()
+
+    # which preferences were learned: held-out accuracy by the kind of answer that should lose
+    by_kind = {}
+    for pair, right in zip(heldout_pairs, (last[1] > last[2]).tolist()):
+        by_kind.setdefault(pair[4] or "?", []).append(right)
+    print("held-out reward accuracy by rejected kind: " + ", ".join(
+        f"{kind} {100 * sum(v) / len(v):.0f}% ({len(v)})" for kind, v in sorted(by_kind.items())))
 
     if args.lora_rank:
         lora.merge_lora(policy)  # fold B A into W: the checkpoint is a plain transformer again

@@ -168,8 +168,7 @@ def toy_preferences(tmp_path):
                 {"text": f"King {place} rules it.", "rank": 2}, {"text": "I don't know.", "rank": 1},
                 {"text": "Go away.", "rank": 3}]})
     prefs = write_jsonl(tmp_path / "prefs.jsonl", records)
-    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "Where is Zorbzz?", "kind": "unknown", "answers": ["I don't know."]},
-                                                  {"prompt": "Who rules Zorbqq?", "kind": "unknown", "answers": ["I don't know."]}])
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "Where is Zorbzz?", "kind": "unknown", "answers": ["I don't know."]}])
     return prefs, evals
 
 
@@ -180,7 +179,7 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
-            "--device", "cpu", "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "3",
+            "--device", "cpu", "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "3", "--rpo-alpha", "0",
             "--eval-interval", "15", "--log-interval", "5"])
     lines = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()]
     heldout = [r for r in lines if "val_rewards/accuracy" in r]
@@ -197,7 +196,7 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
 def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    M.save_checkpoint(init, tiny_model(tok), tok, stage="sft")
+    M.save_checkpoint(init, tiny_model(tok), tok, stage="sft", eval={"unknown": 0.0})
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
