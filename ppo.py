@@ -228,7 +228,7 @@ def compute_gae(rewards, values, mask, gamma, lam):
 class KLController:
     """β for the KL penalty: fixed, or adapted towards target_kl (Ziegler et al., 2019)."""
 
-    def __init__(self, kl_coef, target_kl=None, horizon=10000):
+    def __init__(self, kl_coef, target_kl=None, horizon=500):
         self.value, self.target, self.horizon = kl_coef, target_kl, horizon
 
     def update(self, kl, n_samples):
@@ -352,7 +352,7 @@ def parse_args(argv=None):
     a("--name", default="ppo", help="output file stem under --out-dir, e.g. ppo_kl0 (default: %(default)s)")
     a("--kl-coef", type=float, default=0.1, help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
     a("--target-kl", type=float, default=None, help="adapt β so the answer KL approaches this (default: fixed β)")
-    a("--kl-horizon", type=float, default=10000, help="samples over which the adaptive β moves by up to 20%% (default: %(default)s)")
+    a("--kl-horizon", type=float, default=500, help="adaptive β changes by up to 20%% per this many samples; Ziegler et al. used 10000 for far longer runs (default: %(default)s)")
     a("--max-new-tokens", type=int, default=40, help="answer length cap in tokens (default: %(default)s)")
     a("--temperature", type=float, default=1.0, help="sampling temperature of rollouts, also used for every log-prob (default: %(default)s)")
     a("--missing-eos-penalty", type=float, default=1.0, help="subtracted from the score of an answer that hit the cap without <|eos|> (default: %(default)s)")

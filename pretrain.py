@@ -466,12 +466,14 @@ def _train(args, device, rank, world, ddp, started):
 
 def _report(args, device, stem, best_path, log, step, tokens_per_step, train_time, started,
             train_ids, val_ids, mask_id):
+    """After training: the curves, samples or fill-ins from the best checkpoint, the knowledge
+    probe, and the one summary line."""
     log.plot(os.path.join(args.out_dir, f"{stem}.png"), ["loss", "val_loss", "lr"], x="tokens",
              title=f"{args.objective} pretraining")
     net, tokenizer, ckpt = load_model(best_path, device)
     tokens = step * tokens_per_step
     summary = dict(val_loss=ckpt["val_loss"], best_step=ckpt["step"], steps=step, tokens=tokens,
-                   tokens_per_sec=tokens / max(train_time, 1e-9), wall_s=time.time() - started)
+                   tokens_per_sec=tokens / max(train_time, 1e-9))
     shown = [f"val_loss {ckpt['val_loss']:.4f}"]
 
     if args.objective == "mlm":
