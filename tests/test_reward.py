@@ -90,7 +90,7 @@ def test_reward_is_read_at_last_real_token_whatever_the_padding():
         # the content of padding never matters
         r_right_other = rm(torch.tensor([ids + [tok.eos_id] * pad]), attention_mask=right_mask)
         # batched through reward.py's own padding, next to a longer row
-        r_batch = R.score_sequences(rm, [ids, ids + tok.encode(" and more")], tok.pad_id, "cpu")
+        r_batch = rm.score([ids, ids + tok.encode(" and more")], tok.pad_id)
         # what the naive "last column" would read in the right-padded row
         _, _, hidden = rm.backbone(right, attention_mask=right_mask, return_hidden=True)
         r_last_column = rm.score_head(hidden[:, -1]).squeeze(-1)
@@ -149,9 +149,9 @@ def test_centring_gives_sft_samples_mean_zero_and_keeps_every_order():
     prompts, answers = ["What is it?", "Who?", "Why?"], ["It is a cat.", "Nobody.", "I don't know why."]
     seqs = [R.chat_ids(tok, p, a, 96)[0] for p, a in zip(prompts, answers)]
     with torch.no_grad():
-        before = R.score_sequences(rm, seqs, tok.pad_id, "cpu")
-        offset = R.center_rewards(rm, tok, prompts, answers, "cpu")
-        after = R.score_sequences(rm, seqs, tok.pad_id, "cpu")
+        before = rm.score(seqs, tok.pad_id)
+        offset = R.center_rewards(rm, tok, prompts, answers)
+        after = rm.score(seqs, tok.pad_id)
     assert offset == pytest.approx(-before.mean().item(), abs=1e-5)
     assert after.mean().item() == pytest.approx(0.0, abs=1e-5)
     torch.testing.assert_close(after - after[0], before - before[0])
@@ -191,7 +191,7 @@ def run_args(world, *extra):
 
 def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     world = make_world(tmp_path)
-    final = R.main(run_args(world, "--max-steps", "12"))
+    final = R.main(run_args(world, "--max-steps", "12", "--freeze-layers", "1"))
     log = [json.loads(line) for line in (world / "out" / "reward.jsonl").read_text().splitlines()]
     # untrained, every reward is near 0: the loss is ln 2 whichever way the pairs happen to fall
     assert log[0]["step"] == 0 and log[0]["val_loss"] == pytest.approx(math.log(2), abs=0.02)
@@ -201,7 +201,7 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert ckpt["stage"] == "reward" and isinstance(ckpt["reward_offset"], float)
     assert ckpt["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
     assert ckpt["kind_rewards"]["correct"] > ckpt["kind_rewards"]["rude"]
-    # the default freezes the embeddings and the lower half of the blocks; the rest learned
+    # --freeze-layers 1 keeps the embeddings and block 0 as SFT left them; the rest learned
     sft = M.load_checkpoint(str(world / "sft.pt"))["model"]
     state = ckpt["model"]
     for name in ("wte.weight", "wpe.weight", "blocks.0.attn.c_attn.weight"):
@@ -209,8 +209,8 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert not torch.equal(state["backbone.blocks.1.attn.c_attn.weight"], sft["blocks.1.attn.c_attn.weight"])
     # the saved model orders an unseen pair as training left it
     with torch.no_grad():
-        good, bad = R.score_sequences(rm, [R.chat_ids(tok, "What is item 99?", a, 96)[0]
-                                           for a in ("Item 99 is a cup.", "Go away 99!")], tok.pad_id, "cpu")
+        good, bad = rm.score([R.chat_ids(tok, "What is item 99?", a, 96)[0]
+                              for a in ("Item 99 is a cup.", "Go away 99!")], tok.pad_id)
     assert good > bad
 
 
@@ -253,5 +253,5 @@ def test_command_line_reports_bad_data_with_exit_status_2(tmp_path, capsys, monk
         M.run_main(R.main)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and f"prefs.jsonl:7)" in err and "\n" not in err
+    assert err.startswith("error: ") and "prefs.jsonl:7)" in err and "\n" not in err
     assert not (world / "out" / "reward.pt").exists()
