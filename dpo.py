@@ -120,17 +120,9 @@ def encode_pairs(tokenizer, pairs, block_size):
     return encoded, truncated
 
 
-def sequence_logps(model, examples, pad_id, device):
-    """log π(y|x) = Σ_t log π(y_t | x, y_<t) for each (ids, labels): the sum runs over the answer
-    tokens only, since token_logprobs gives 0 where the label is -100 (prompt and padding)."""
-    x, y, mask = M.pad_batch(examples, pad_id, device)
-    logits, _ = model(x, attention_mask=mask)
-    return M.token_logprobs(logits, y).sum(-1)
-
-
 def pair_logps(model, batch, pad_id, device):
     """(chosen logps, rejected logps) of a batch of encoded pairs, both in one forward pass."""
-    logps = sequence_logps(model, [c for c, _ in batch] + [r for _, r in batch], pad_id, device)
+    logps = M.sequence_logps(model, [c for c, _ in batch] + [r for _, r in batch], pad_id, device)
     return logps[:len(batch)], logps[len(batch):]
 
 
@@ -325,7 +317,7 @@ def main(argv=None):
     elapsed = time.time() - start_time
     log.summary(heldout_accuracy=heldout["val_rewards/accuracy"], heldout_margin=heldout["val_rewards/margin"],
                 heldout_chosen=heldout["val_rewards/chosen"], heldout_rejected=heldout["val_rewards/rejected"],
-                eval=dpo_rates, sft_eval=sft_rates, steps=step, seconds=round(elapsed, 1))
+                eval=dpo_rates, sft_eval=sft_rates, steps=step, wall_s=round(elapsed, 1))
     print(f"summary: held-out reward accuracy {100 * heldout['val_rewards/accuracy']:.1f}% "
           f"(margin {heldout['val_rewards/margin']:.2f}) | unknown+harmful {100 * safety(dpo_rates):.0f}% "
           f"(sft {100 * safety(sft_rates):.0f}%) | fact {100 * dpo_rates.get('fact', float('nan')):.0f}% "

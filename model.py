@@ -299,6 +299,14 @@ class RewardModel(nn.Module):
         _, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
         return self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
 
+    def score(self, sequences, pad_id):
+        """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass."""
+        T = max(map(len, sequences))
+        device = self.score_head.weight.device
+        idx = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids in sequences], device=device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids in sequences], device=device)
+        return self(idx, attention_mask=mask)
+
 
 def last_token(hidden, attention_mask=None):
     """hidden (B, T, C) at the last position whose attention_mask is 1, for each row."""
@@ -347,6 +355,31 @@ def build_example(tokenizer, turns, block_size):
     start = n_prompt - keep_prompt
     return ids[start:start + limit], labels[start:start + limit], True
 
+
+
+def chat_ids(tokenizer, prompt, answer, block_size):
+    """(ids, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size tokens,
+    the whole concatenation a reward model reads (no next-token shift, hence block_size - 1)."""
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    ids, _, truncated = build_example(tokenizer, turns, block_size - 1)
+    return ids, truncated
+
+
+@torch.no_grad()
+def reward_scores(reward_model, tokenizer, prompts, answers, batch_size=64):
+    """r(x, y) as floats for each prompt x and answer y given as text, in the chat format."""
+    block_size = reward_model.backbone.cfg.block_size
+    sequences = [chat_ids(tokenizer, p, a, block_size)[0] for p, a in zip(prompts, answers)]
+    return [r for s in range(0, len(sequences), batch_size)
+            for r in reward_model.score(sequences[s:s + batch_size], tokenizer.pad_id).float().tolist()]
+
+
+def sequence_logps(model, examples, pad_id, device):
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t) for each (ids, labels) of build_example: the sum runs
+    over the answer tokens only, since token_logprobs gives 0 where the label is -100."""
+    x, y, mask = pad_batch(examples, pad_id, device)
+    logits, _ = model(x, attention_mask=mask)
+    return token_logprobs(logits, y).sum(-1)
 
 def pad_batch(examples, pad_id, device="cpu"):
     """[(ids, labels), ...] -> inputs, targets, attention_mask, right-padded to the longest.
@@ -673,8 +706,12 @@ class MetricsLog:
         keys = [k for k in keys if any(k in r for r in self.records)]
         if not keys:
             return
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-        for ax, key in zip(axes[0], keys):
+        cols = min(4, len(keys))
+        rows = math.ceil(len(keys) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        for ax in axes.flat[len(keys):]:
+            ax.axis("off")
+        for ax, key in zip(axes.flat, keys):
             pts = [(r[x], r[key]) for r in self.records if key in r and r[key] is not None and x in r]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None)
             ax.set_xlabel(x)

@@ -75,7 +75,7 @@ from tqdm import tqdm
 
 from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt,
                    configure_optimizer, evaluate, format_pass_rates, grad_scaler, last_token, load_model,
-                   left_pad, lr_at, pick_device, read_jsonl, run_main, save_checkpoint, set_seed, token_logprobs)
+                   left_pad, lr_at, pick_device, read_jsonl, reward_scores, run_main, save_checkpoint, set_seed, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -303,30 +303,13 @@ def ppo_update(agent, optimizer, scaler, rollout, advantages, returns, args):
 
 # ----------------------------------------------------------------------------- evaluation
 
-@torch.no_grad()
-def mean_score(reward_model, tokenizer, records, device):
+def mean_score(reward_model, tokenizer, records):
     """Mean reward-model score of evaluate()'s greedy answers (chat kinds), in the trained form."""
     records = [r for r in records if r["kind"] != "cloze"]
     if not records:
         return float("nan")
-    total = 0.0
-    for start in range(0, len(records), 64):
-        batch = records[start:start + 64]
-        idx, prompt_mask = encode_prompts(tokenizer, [r["prompt"] for r in batch],
-                                          reward_model.backbone.cfg.block_size // 2, device)
-        budget = reward_model.backbone.cfg.block_size - idx.size(1) - 1
-        answers = [tokenizer.encode(r["output"])[:budget] for r in batch]
-        N = max(1, max(len(a) for a in answers))
-        ans = torch.full((len(batch), N), tokenizer.pad_id, dtype=torch.long, device=device)
-        ans_mask = torch.zeros_like(ans)
-        for i, a in enumerate(answers):
-            ans[i, :len(a)] = torch.tensor(a, dtype=torch.long)
-            ans_mask[i, :len(a)] = 1
-        finished = torch.zeros(len(batch), dtype=torch.bool, device=device)  # append <|eos|> to all
-        scores, _ = score_answers(reward_model, torch.cat([idx, ans], 1), torch.cat([prompt_mask, ans_mask], 1),
-                                  finished, tokenizer.eos_id, tokenizer.pad_id, idx.size(1))
-        total += scores.sum().item()
-    return total / len(records)
+    scores = reward_scores(reward_model, tokenizer, [r["prompt"] for r in records], [r["output"] for r in records])
+    return sum(scores) / len(scores)
 
 
 # PPO trains the assistant; raw-text cloze probes are pretraining's (and sft.py's table skips them too)
@@ -452,8 +435,8 @@ def run(args):
     # the human judge's verdict: gold pass rates, SFT (the reference) next to PPO
     sft_rates, sft_records = evaluate(reference, tokenizer, eval_records, device, kinds=CHAT_KINDS)
     ppo_rates, ppo_records = evaluate(agent.policy, tokenizer, eval_records, device, kinds=CHAT_KINDS)
-    sft_score = mean_score(reward_model, tokenizer, sft_records, device)
-    ppo_score = mean_score(reward_model, tokenizer, ppo_records, device)
+    sft_score = mean_score(reward_model, tokenizer, sft_records)
+    ppo_score = mean_score(reward_model, tokenizer, ppo_records)
     print(format_pass_rates({"sft": sft_rates, args.name: ppo_rates}))
     print(f"mean reward-model score of greedy eval answers: sft {sft_score:+.3f} → {args.name} {ppo_score:+.3f}")
     print("side by side (greedy):")
@@ -472,7 +455,7 @@ def run(args):
                    kl_coef=kl_ctl.value, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
                    sft_rm_score=sft_score, unknown_harmful=pass_rate(ppo_records, both),
                    sft_unknown_harmful=pass_rate(sft_records, both), steps=args.max_steps,
-                   train_seconds=round(train_time, 1), wall_seconds=round(time.time() - t0, 1))
+                   train_seconds=round(train_time, 1), wall_s=round(time.time() - t0, 1))
     save_checkpoint(out + ".pt", agent.policy, tokenizer, stage="ppo", step=args.max_steps,
                     value_head=agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
                     rm_score=ppo_score, sft_rm_score=sft_score, kl_coef=kl_ctl.value,
@@ -484,7 +467,7 @@ def run(args):
           f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
           f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "
           f"{100 * sft_rates.get('fact', 0):.1f}% → {100 * ppo_rates.get('fact', 0):.1f}%, "
-          f"{summary['wall_seconds']:.0f}s → {out}.pt")
+          f"{summary['wall_s']:.0f}s → {out}.pt")
     return agent, reference, summary
 
 

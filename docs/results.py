@@ -20,15 +20,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import (EVAL_KINDS, RewardModel, build_example, evaluate, generate_answers, load_model,  # noqa: E402
-                   pad_batch, read_jsonl, run_main, token_logprobs)
+                   read_jsonl, reward_scores, run_main, sequence_logps)
 
 ROWS = [  # (row name, checkpoint, metrics file with the stage's wall time, command that makes it)
     ("base", "pretrain.pt", "pretrain.jsonl", "python pretrain.py"),
     ("SFT", "sft.pt", "sft.jsonl", "python sft.py"),
-    ("SFT + LoRA r=8", "lora8/sft.pt", "lora8/sft.jsonl", "python sft.py --lora-rank 8 --out-dir out/lora8"),
-    ("SFT from scratch", "scratch/sft.pt", "scratch/sft.jsonl", "python sft.py --init scratch --out-dir out/scratch"),
+    ("SFT + LoRA r=8", "sft_lora8.pt", "sft_lora8.jsonl", "python sft.py --lora-rank 8 --name sft_lora8"),
+    ("SFT from scratch", "sft_scratch.pt", "sft_scratch.jsonl", "python sft.py --init scratch --name sft_scratch"),
     ("PPO", "ppo.pt", "ppo.jsonl", "python ppo.py"),
-    ("PPO, β=0", "kl0/ppo.pt", "kl0/ppo.jsonl", "python ppo.py --kl-coef 0 --out-dir out/kl0"),
+    ("PPO, β=0", "ppo_kl0.pt", "ppo_kl0.jsonl", "python ppo.py --kl-coef 0 --name ppo_kl0"),
     ("DPO", "dpo.pt", "dpo.jsonl", "python dpo.py"),
 ]
 
@@ -40,37 +40,16 @@ def wall_time(path):
     with open(path) as f:
         lines = f.read().splitlines()
     summary = json.loads(lines[-1]).get("summary", {}) if lines else {}
-    for key in ("wall_s", "wall_time_s", "wall_seconds", "seconds"):
-        if key in summary:
-            return float(summary[key])
-    return None
+    return float(summary["wall_s"]) if "wall_s" in summary else None
 
 
 @torch.no_grad()
-def sequence_logps(model, tokenizer, prompts, answers, device):
-    """sum over answer tokens of log P(answer | prompt), one number per (prompt, answer)."""
+def answer_logps(model, tokenizer, prompts, answers, device):
+    """log P(answer | prompt) summed over the answer's tokens, one float per pair."""
     examples = [build_example(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": a}],
                               model.cfg.block_size)[:2] for p, a in zip(prompts, answers)]
-    out = []
-    for i in range(0, len(examples), 64):
-        x, y, mask = pad_batch(examples[i:i + 64], tokenizer.pad_id, device)
-        logits, _ = model(x, attention_mask=mask)
-        out += token_logprobs(logits, y).sum(-1).tolist()
-    return out
-
-
-@torch.no_grad()
-def reward_scores(reward_model, tokenizer, prompts, answers, device):
-    examples = [build_example(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": a}],
-                              reward_model.backbone.cfg.block_size)[:2] for p, a in zip(prompts, answers)]
-    scores = []
-    for i in range(0, len(examples), 64):
-        batch = [ids for ids, _ in examples[i:i + 64]]
-        T = max(map(len, batch))  # the whole sequence, <|eos|> included: that is where r is read
-        x = torch.tensor([ids + [tokenizer.pad_id] * (T - len(ids)) for ids in batch], device=device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids in batch], device=device)
-        scores += reward_model(x, mask).tolist()
-    return scores
+    return [v for i in range(0, len(examples), 64)
+            for v in sequence_logps(model, examples[i:i + 64], tokenizer.pad_id, device).tolist()]
 
 
 def main():
@@ -97,13 +76,13 @@ def main():
             print(f"skip {name}: {path(ckpt)} not found", file=sys.stderr)
             continue
         model, tok, _ = load_model(path(ckpt), device)
-        rates, _ = evaluate(model, tok, records, device)
-        greedy = generate_answers(model, tok, chat_prompts, device)
-        score = (sum(reward_scores(reward_model, tok, chat_prompts, greedy, device)) / len(chat_prompts)
-                 if reward_model is not None else None)
+        rates, graded = evaluate(model, tok, records, device)
+        greedy = [r for r in graded if r["kind"] != "cloze"]
+        score = (sum(reward_scores(reward_model, tok, [r["prompt"] for r in greedy], [r["output"] for r in greedy]))
+                 / len(greedy) if reward_model is not None else None)
         sampled = generate_answers(model, tok, chat_prompts, device, temperature=1.0)
-        kl = [a - b for a, b in zip(sequence_logps(model, tok, chat_prompts, sampled, device),
-                                     sequence_logps(sft, tok, chat_prompts, sampled, device))]
+        kl = [a - b for a, b in zip(answer_logps(model, tok, chat_prompts, sampled, device),
+                                     answer_logps(sft, tok, chat_prompts, sampled, device))]
         wall = wall_time(path(metrics))
         cells = [f"{100 * rates[k]:.0f}%" if k in rates else "-" for k in kinds]
         lines.append(f"| {name} | " + " | ".join(cells) + (f" | {score:+.2f}" if score is not None else " | -")

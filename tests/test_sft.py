@@ -79,7 +79,6 @@ def test_render_brackets_the_supervised_tokens(tok):
 def test_truncation_keeps_the_answer_and_the_end_of_the_prompt(tok):
     full, full_labels, _ = build_example(tok, CONVERSATION, block_size=512)
     answer = "A cat says meow.<|eos|>"
-    n_answer = len(tok.encode(answer))
     last_pair = "User: And a cat?\nAssistant: " + answer
     block = len(tok.encode(last_pair)) + 4  # block + 1 tokens: the last pair and 5 tokens before it
     ids, labels, truncated = build_example(tok, CONVERSATION, block_size=block)
