@@ -43,9 +43,9 @@ only exist in the pretraining corpus.
 
 Run it:
     python sft.py                          full fine-tuning of out/pretrain.pt -> out/sft.pt
-    python sft.py --lora-rank 8            LoRA; prints the trainable fraction
-    python sft.py --init scratch           SFT from random weights (overwrites out/sft.pt: run
-                                           plain `python sft.py` again before reward.py)
+    python sft.py --lora-rank 8 --name sft_lora8     LoRA -> out/sft_lora8.pt; prints the trainable fraction
+    python sft.py --init scratch --name sft_scratch  SFT from random weights -> out/sft_scratch.pt
+(--name keeps a variant beside out/sft.pt, which is what reward.py, ppo.py and dpo.py read.)
 What to look for: the bracketed example at start-up (what is trained on), training and
 validation loss in out/sft.png, and the table at the end: gold pass rate per kind of the base
 model and of the SFT model on data/eval.jsonl, the share of answers in the assistant's format (one
@@ -68,7 +68,7 @@ import model as M
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
-FULL_LR, LORA_LR, SCRATCH_LR = 1e-4, 2e-3, 1e-3  # peak learning rates when --lr is not given
+FULL_LR, LORA_LR, SCRATCH_LR = 3e-4, 4e-3, 1e-3  # peak learning rates when --lr is not given
 
 
 # ----------------------------------------------------------------------------- data -> supervised tokens
@@ -205,7 +205,7 @@ def finetune(net, train, val, args, tokenizer, device, log):
         log.log(step=0, val_loss=best["val_loss"])
     bad_evals, step, loss_sum = 0, 0, None
     model.train()
-    bar = tqdm(range(1, args.max_steps + 1), desc="sft", dynamic_ncols=True)
+    bar = tqdm(range(1, args.max_steps + 1), desc=args.name, dynamic_ncols=True)
     for step in bar:
         lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
         for group in optimizer.param_groups:
@@ -264,6 +264,7 @@ def main():
     parser.add_argument("--eval-data", default="data/eval.jsonl", help="prompts with gold answers (default: %(default)s)")
     parser.add_argument("--eval-limit", type=int, default=None,
                         help="evaluate only the first N prompts of each kind; 0 skips evaluation (default: all)")
+    parser.add_argument("--name", default="sft", help="output file stem under --out-dir, e.g. sft_lora8 (default: %(default)s)")
     parser.add_argument("--freeze-layers", type=int, default=0, help="freeze the bottom N blocks (default: %(default)s)")
     parser.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all "
                         "weights; 0 = full fine-tuning (default: %(default)s)")
@@ -272,7 +273,7 @@ def main():
                         help="comma-separated layers to adapt (default: %(default)s)")
     parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
                      f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
-                     f"fine-tuning (pretraining uses 2e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
+                     f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
     args = parser.parse_args()
     start_time = time.time()
     from_scratch = args.init == "scratch"
@@ -326,7 +327,7 @@ def main():
     method += " from scratch" if from_scratch else ""
     print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
-    log = M.MetricsLog(os.path.join(args.out_dir, "sft.jsonl"))
+    log = M.MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
     result = finetune(net, train, val, args, tokenizer, device, log)
 
     # a LoRA model is saved merged: a plain transformer that every later stage loads as usual;
@@ -347,14 +348,14 @@ def main():
               + "   (one sentence, then <|eos|>; right or wrong)")
         side_by_side(base_graded, graded)
 
-    path = os.path.join(args.out_dir, "sft.pt")
+    path = os.path.join(args.out_dir, f"{args.name}.pt")
     M.save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
                       eval=rates, base_eval=base_rates, format_rate=formats, init=args.init or source, **extra)
     wall = time.time() - start_time
-    log.plot(os.path.join(args.out_dir, "sft.png"), ["loss", "val_loss", "lr"], title=f"SFT ({method})")
+    log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "lr"], title=f"SFT ({method})")
     log.summary(stage="sft", init=args.init or source, method=method, lr=args.lr, trainable_params=trainable,
                 total_params=total, trainable_fraction=trainable / total, truncated=truncated, **result,
-                eval=rates, base_eval=base_rates, format_rate=formats, wall_time_s=round(wall, 1))
+                eval=rates, base_eval=base_rates, format_rate=formats, wall_s=round(wall, 1))
     shown = " ".join(f"{k}={100 * v:.0f}%" for k, v in rates.items())
     val_shown = "n/a" if result["val_loss"] is None else f"{result['val_loss']:.4f}"
     print(f"\nsummary: {method}, {result['steps']} steps in {wall:.0f}s, val_loss {val_shown}"
