@@ -73,8 +73,8 @@ PROMPT_TOKENS = 16
 
 def model_configs(vocab_size):
     """The two model sizes every model row uses.
-    default: pretrain.py's defaults (--block-size 128 --n-layer 4 --n-head 4 --n-embd 128, character
-    vocabulary of data/corpus.txt), restated here because pretrain.py keeps them in argparse.
+    default: the course's first laptop size, `pretrain.py --n-layer 4 --batch-size 32` (block 128, 4 heads,
+    width 128, character vocabulary of data/corpus.txt); pretrain.py now defaults to 2 layers at batch 16.
     gpt2-small: GPT-2's 124M shape, its 50257-token vocabulary padded to 50304 (a multiple of 64,
     which tensor cores like); token ids are random, the speed does not depend on them."""
     return {"default": ModelConfig(vocab_size=vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=128),
