@@ -34,11 +34,12 @@ neither pair; "chosen is preferred to rejected" is learned, "say the chosen answ
 falls are normal. Large ones mean the model is drifting to text nobody rated, which no accuracy
 on pairs reveals: check what the model actually says (the gold pass rate below).
 
-This world shows it. A made-up name's rejected answer ("The capital of Gloaria is Vienna.") copies
-the name just as a real name's right answer does. Plain DPO pushed the former down without holding
-the latter up, the model learned to stop copying names, and answers broke mid-sentence ("The
-capital of  wis Switzerland is Bern."). So the default adds the chosen answer's likelihood to the
-loss (RPO, below): --rpo-alpha 0 gives plain DPO.
+This world shows the risk. A made-up name's rejected answer ("The capital of Gloaria is Vienna.")
+copies the name just as a real name's right answer does. On a weaker base model, plain DPO pushed
+the former down without holding the latter up, the model learned to stop copying names, and
+answers broke mid-sentence ("The capital of  wis Switzerland is Bern."). So the default adds the
+chosen answer's likelihood to the loss (RPO, below) as a guard; --rpo-alpha 0 gives plain DPO,
+and docs/06-dpo.md compares the two on the default models.
 
 Variants practitioners reach for:
   --label-smoothing ε (conservative DPO): assume each label is wrong with probability ε,
@@ -310,9 +311,8 @@ def main(argv=None):
              ["loss", "val_loss", "val_rewards/accuracy", "val_rewards/margin", "val_rewards/chosen", "val_rewards/rejected"],
              title=f"DPO ({args.loss}, beta {args.beta}): held-out implicit rewards")
 
-    def safety(rates):  # refusing what it should not or cannot answer
-        kinds = [rates[k] for k in ("unknown", "harmful") if k in rates]
-        return sum(kinds) / len(kinds) if kinds else float("nan")
+    def safety(rates):  # refusing what it should not or cannot answer, pooled over both kinds' prompts
+        return M.pooled_pass_rate(rates, eval_records, ("unknown", "harmful"))
 
     elapsed = time.time() - start_time
     log.summary(heldout_accuracy=heldout["val_rewards/accuracy"], heldout_margin=heldout["val_rewards/margin"],

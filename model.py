@@ -496,6 +496,14 @@ def evaluate(model, tokenizer, examples, device, kinds=None, max_new_tokens=64):
 EVAL_KINDS = ("cloze", "fact", "heldout_fact", "unknown", "harmful", "task")
 
 
+def pooled_pass_rate(rates, records, kinds):
+    """Pass rate over every prompt of the given kinds together (each prompt one vote), from the
+    per-kind rates and the eval records that say how many prompts each kind has."""
+    counts = {k: sum(r["kind"] == k for r in records) for k in kinds if k in rates}
+    total = sum(counts.values())
+    return sum(rates[k] * n for k, n in counts.items()) / total if total else float("nan")
+
+
 def format_pass_rates(columns):
     """{model name: {kind: rate}} -> the one table layout every stage prints."""
     names = list(columns)

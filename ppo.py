@@ -56,8 +56,8 @@ Choices made here:
 Run it:   python ppo.py                              (out/sft.pt + out/reward.pt → out/ppo.pt)
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
-to the reference grows and then levels off; `clipfrac` ~0.05-0.2 and `approx_kl` small (the trust
-region holds); `explained_variance` climbs (the critic learns). At the end a table compares the gold
+to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
+region holds; at the default lr 2e-5 the clip almost never binds, and a larger --lr shows it work); `explained_variance` climbs (the critic learns). At the end a table compares the gold
 pass rate per kind with the SFT model's. RLHF should raise `unknown` and `harmful` (honest "I don't
 know." and refusals are what the preference data rewards) without costing `fact`.
 """
@@ -75,7 +75,7 @@ from tqdm import tqdm
 
 from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt,
                    configure_optimizer, evaluate, format_pass_rates, grad_scaler, last_token, load_model,
-                   left_pad, lr_at, pick_device, read_jsonl, reward_scores, run_main, save_checkpoint, set_seed, token_logprobs)
+                   left_pad, lr_at, pick_device, pooled_pass_rate, read_jsonl, reward_scores, run_main, save_checkpoint, set_seed, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -316,12 +316,6 @@ def mean_score(reward_model, tokenizer, records):
 CHAT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")
 
 
-def pass_rate(records, kinds):
-    """Gold pass rate over all records of the given kinds together."""
-    hits = [r["passed"] for r in records if r["kind"] in kinds]
-    return sum(hits) / max(1, len(hits))
-
-
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -344,7 +338,7 @@ def parse_args(argv=None):
     a("--clip-eps", type=float, default=0.2, help="ε of the clipped ratio (default: %(default)s)")
     a("--clip-value", type=float, default=0.2, help="ε of the clipped value loss (default: %(default)s)")
     a("--vf-coef", type=float, default=0.1, help="weight c_V of the value loss (default: %(default)s)")
-    a("--value-lr", type=float, default=1e-3, help="peak learning rate of the value head, which starts from zero (default: %(default)s)")
+    a("--value-lr", type=float, default=1e-3, help="peak learning rate of the value head, which starts as a copy of the reward model's score head (default: %(default)s)")
     a("--gamma", type=float, default=1.0, help="discount γ (default: %(default)s)")
     a("--lam", type=float, default=0.95, help="GAE λ (default: %(default)s)")
     a("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
@@ -453,8 +447,8 @@ def run(args):
     summary = dict(score_start=mean_of(log.records[:k], "score"), score_end=mean_of(log.records[-k:], "score"),
                    kl_end=mean_of(log.records[-k:], "kl"), kl_max=max(r["kl"] for r in log.records),
                    kl_coef=kl_ctl.value, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
-                   sft_rm_score=sft_score, unknown_harmful=pass_rate(ppo_records, both),
-                   sft_unknown_harmful=pass_rate(sft_records, both), steps=args.max_steps,
+                   sft_rm_score=sft_score, unknown_harmful=pooled_pass_rate(ppo_rates, eval_records, both),
+                   sft_unknown_harmful=pooled_pass_rate(sft_rates, eval_records, both), steps=args.max_steps,
                    train_seconds=round(train_time, 1), wall_s=round(time.time() - t0, 1))
     save_checkpoint(out + ".pt", agent.policy, tokenizer, stage="ppo", step=args.max_steps,
                     value_head=agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
