@@ -216,6 +216,7 @@ def build_parser():
     a("--n-head", type=int, default=4, help="attention heads per block (default: %(default)s)")
     a("--n-embd", type=int, default=128, help="residual stream width (default: %(default)s)")
     a("--dropout", type=float, default=0.0, help="dropout probability; 0 suits a corpus seen a few times (default: %(default)s)")
+    a("--bias", action=argparse.BooleanOptionalAction, default=True, help="biases in Linear and LayerNorm layers, as in GPT-2; --no-bias drops them, as many newer models do (default: %(default)s)")
     a("--attn-impl", default="sdpa", choices=["sdpa", "manual"], help="fused attention kernel or the written-out one (default: %(default)s)")
     a("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay on matrices; strong decay erodes rarely seen facts (default: %(default)s)")
     a("--beta2", type=float, default=0.99, help="AdamW second-moment decay (0.95 for large models) (default: %(default)s)")
@@ -286,7 +287,7 @@ def _train(args, device, rank, world, ddp, started):
     text = read_text(args.data)
     tokenizer = pick_tokenizer(args, source, text)
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                      n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
+                      n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=args.bias,
                       causal=args.objective == "clm", attn_impl=args.attn_impl)
     if args.init and not args.resume:  # continued pretraining: the checkpoint fixes the shape
         cfg = ModelConfig(**{**asdict(cfg), **{k: source["config"][k] for k in SHAPE}})

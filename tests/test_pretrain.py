@@ -134,6 +134,13 @@ def test_grad_accum_equals_one_big_batch(tmp_path):
     assert curves[0][-1] < curves[0][0]
 
 
+def test_no_bias_builds_a_model_without_biases(tmp_path):
+    pretrain.main(tiny_args(tmp_path, "--no-bias", "--max-steps", "2"))
+    ckpt = load_checkpoint(str(tmp_path / "out" / "pretrain.pt"))
+    assert ckpt["config"]["bias"] is False
+    assert not [name for name in ckpt["model"] if name.endswith(".bias")]
+
+
 def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     extra = ("--dropout", "0.1")  # dropout draws random numbers too: they must replay exactly
     full = tmp_path / "full"
