@@ -356,6 +356,20 @@ def build_example(tokenizer, turns, block_size):
     return ids[start:start + limit], labels[start:start + limit], True
 
 
+def pad_batch(examples, pad_id, device="cpu"):
+    """[(ids, labels), ...] -> inputs, targets, attention_mask, right-padded to the longest.
+    Inputs are ids[:-1], targets labels[1:] (the token each position must predict)."""
+    T = max(len(ids) for ids, _ in examples) - 1
+    x = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    y = torch.full((len(examples), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (ids, labels) in enumerate(examples):
+        n = len(ids) - 1
+        x[i, :n] = torch.tensor(ids[:-1])
+        y[i, :n] = torch.tensor(labels[1:])
+        mask[i, :n] = 1
+    return x.to(device), y.to(device), mask.to(device)
+
 
 def chat_ids(tokenizer, prompt, answer, block_size):
     """(ids, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size tokens,
@@ -380,20 +394,6 @@ def sequence_logps(model, examples, pad_id, device):
     x, y, mask = pad_batch(examples, pad_id, device)
     logits, _ = model(x, attention_mask=mask)
     return token_logprobs(logits, y).sum(-1)
-
-def pad_batch(examples, pad_id, device="cpu"):
-    """[(ids, labels), ...] -> inputs, targets, attention_mask, right-padded to the longest.
-    Inputs are ids[:-1], targets labels[1:] (the token each position must predict)."""
-    T = max(len(ids) for ids, _ in examples) - 1
-    x = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    y = torch.full((len(examples), T), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    for i, (ids, labels) in enumerate(examples):
-        n = len(ids) - 1
-        x[i, :n] = torch.tensor(ids[:-1])
-        y[i, :n] = torch.tensor(labels[1:])
-        mask[i, :n] = 1
-    return x.to(device), y.to(device), mask.to(device)
 
 
 # ----------------------------------------------------------------------------- preference data

@@ -660,3 +660,12 @@ def test_run_main_turns_user_error_into_one_line_and_exit_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint not found") and " — " in err and err.count("\n") == 1
+
+
+def test_pooled_pass_rate_gives_each_prompt_one_vote():
+    records = [{"kind": "unknown"}] * 2 + [{"kind": "harmful"}] * 4 + [{"kind": "fact"}] * 3
+    rates = {"unknown": 0.0, "harmful": 0.75, "fact": 1.0}
+    # 0 of 2 plus 3 of 4 is 3 of 6, not the 37.5% mean of the two rates
+    assert M.pooled_pass_rate(rates, records, ("unknown", "harmful")) == pytest.approx(0.5)
+    assert M.pooled_pass_rate(rates, records, ("fact",)) == 1.0
+    assert math.isnan(M.pooled_pass_rate({}, records, ("unknown",)))

@@ -89,7 +89,7 @@ def test_reward_is_read_at_last_real_token_whatever_the_padding():
         r_left = rm(left, attention_mask=left_mask)
         # the content of padding never matters
         r_right_other = rm(torch.tensor([ids + [tok.eos_id] * pad]), attention_mask=right_mask)
-        # batched through reward.py's own padding, next to a longer row
+        # batched through RewardModel.score's right padding, next to a longer row
         r_batch = rm.score([ids, ids + tok.encode(" and more")], tok.pad_id)
         # what the naive "last column" would read in the right-padded row
         _, _, hidden = rm.backbone(right, attention_mask=right_mask, return_hidden=True)
