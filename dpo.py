@@ -57,9 +57,10 @@ Rankings of K answers in data/prefs.jsonl count as all K(K−1)/2 pairs they imp
 
 Run it:  python dpo.py            (after sft.py; writes out/dpo.pt, out/dpo.png, out/dpo.jsonl)
          python dpo.py --rpo-alpha 0 (plain DPO) | --loss ipo | --label-smoothing 0.1 | --lora-rank 8
-Look for: held-out rewards/accuracy climbing to ~1 while rewards/margin grows; rewards/chosen
-possibly turning negative; in the final table, `unknown` and `harmful` well above SFT with `fact`
-about where it was. Then talk to it: python model.py --ckpt out/dpo.pt
+Look for: held-out rewards/accuracy climbing while rewards/margin grows (pairs that need facts the
+model does not know stay wrong: see the accuracy by rejected kind); rewards/chosen possibly turning
+negative; in the final table, how far `unknown` and `harmful` move from SFT and what `fact` pays
+for it (a smaller --beta moves further). Then talk to it: python model.py --ckpt out/dpo.pt
 """
 
 import argparse

@@ -59,7 +59,8 @@ What to look for in out/ppo.png and the log: `score` (reward-model score of the 
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
 region holds; at the default lr 2e-5 the clip almost never binds, and a larger --lr shows it work); `explained_variance` climbs (the critic learns). At the end a table compares the gold
 pass rate per kind with the SFT model's. RLHF should raise `unknown` and `harmful` (honest "I don't
-know." and refusals are what the preference data rewards) without costing `fact`.
+know." and refusals are what the preference data rewards) without costing `fact`; it can only do so
+as far as the reward model tells those answers apart, and docs/05-ppo.md shows where this one cannot.
 """
 
 import argparse
