@@ -265,11 +265,7 @@ def main(argv=None):
             if args.rpo_alpha:  # RPO: also raise the chosen answer itself, per token
                 loss = loss - args.rpo_alpha * (chosen / chosen_tokens[idx]).mean()
             scaler.scale(loss / args.grad_accum).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        M.optimizer_step(optimizer, scaler, policy.parameters())
 
         if step % args.log_interval == 0 or step == args.max_steps:
             metrics = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}

@@ -581,6 +581,17 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
+def optimizer_step(optimizer, scaler, params, grad_clip=1.0):
+    """One update once the gradients are in: unscale them (a no-op unless float16 scaling is on),
+    clip their global norm to grad_clip (0 = off), step, and clear them for the next batch."""
+    scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def set_seed(seed):
     random.seed(seed)
     torch.manual_seed(seed)

@@ -67,7 +67,7 @@ from tqdm import tqdm
 from bpe import CharTokenizer, load_tokenizer
 from model import (ModelConfig, MetricsLog, Transformer, UserError, add_common_args, autocast,
                    configure_optimizer, evaluate, flops_per_token, format_pass_rates, generate_answers,
-                   grad_scaler, load_checkpoint, load_model, lr_at, peak_flops, pick_device, read_jsonl, run_main,
+                   grad_scaler, load_checkpoint, load_model, lr_at, optimizer_step, peak_flops, pick_device, read_jsonl, run_main,
                    save_checkpoint, set_seed)
 
 
@@ -428,12 +428,7 @@ def _train(args, device, rank, world, ddp, started):
                         _, loss = model(x, y)
                     scaler.scale(loss / args.grad_accum).backward()
                 step_loss += loss.detach() / args.grad_accum
-            if args.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(optimizer, scaler, net.parameters(), args.grad_clip)
             step += 1
             pending.append(step_loss)
             bar.update(1)

@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from model import (MetricsLog, ModelConfig, RewardModel, UserError, add_common_args, autocast,
                    chat_ids, configure_optimizer, generate_answers, grad_scaler, load_model, lr_at,
-                   pick_device, preference_pairs, read_jsonl, reward_scores, run_main, save_checkpoint,
+                   optimizer_step, pick_device, preference_pairs, read_jsonl, reward_scores, run_main, save_checkpoint,
                    set_seed)
 
 
@@ -395,11 +395,7 @@ def main(argv=None):
                 rewards = forward_comparisons(net, batch, tokenizer.pad_id)
             loss = comparison_loss(rewards, batch, args.loss, args.margin)
             scaler.scale(loss / args.grad_accum).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, scaler, model.parameters())
 
         if step % args.log_interval == 0 or step == args.max_steps:
             stats = pair_stats([r.detach() for r in rewards], batch)

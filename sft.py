@@ -217,11 +217,7 @@ def finetune(net, train, val, args, tokenizer, device, log):
                 _, loss = model(x, targets=y, attention_mask=mask)
             scaler.scale(loss / args.grad_accum).backward()
             loss_sum += loss.item() / args.grad_accum
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        M.optimizer_step(optimizer, scaler, trainable)
         metrics = dict(step=step, loss=loss_sum, lr=lr)
         if val and (step % args.eval_interval == 0 or step == args.max_steps):
             metrics["val_loss"] = val_loss()
