@@ -754,9 +754,13 @@ def run_main(main):
 # ----------------------------------------------------------------------------- talk to a checkpoint
 
 def main():
-    parser = argparse.ArgumentParser(description="Sample from any checkpoint of the lifecycle.")
+    parser = argparse.ArgumentParser(description="Sample from any checkpoint of the lifecycle, or score "
+                                     "answers with the reward model.")
     parser.add_argument("--ckpt", default="out/sft.pt", help="checkpoint to load (default: %(default)s)")
     parser.add_argument("--prompt", default=None, help="one prompt; omit for an interactive loop")
+    parser.add_argument("--answer", action="append", default=None,
+                        help="with a reward checkpoint (out/reward.pt): print r(prompt, answer) for this answer "
+                             "to --prompt; repeat to compare answers")
     parser.add_argument("--raw", action="store_true", help="continue raw text instead of the chat template "
                         "(default for pretraining checkpoints)")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: %(default)s)")
@@ -770,6 +774,14 @@ def main():
     args = parser.parse_args()
     set_seed(args.seed)
     device = pick_device(args.device)
+    if args.answer:  # score answers: the reward model stands in for the human judge
+        if load_checkpoint(args.ckpt).get("stage") != "reward" or args.prompt is None:
+            raise UserError("--answer scores answers with a reward model — pass --ckpt out/reward.pt and --prompt")
+        reward_model, tokenizer, _ = load_model(args.ckpt, device, model_class=RewardModel)
+        scores = reward_scores(reward_model, tokenizer, [args.prompt] * len(args.answer), args.answer)
+        for answer, score in zip(args.answer, scores):
+            print(f"{score:+.2f}  {answer}")
+        return
     model, tokenizer, ckpt = load_model(args.ckpt, device)
     if args.compile:
         model = torch.compile(model)

@@ -669,3 +669,20 @@ def test_pooled_pass_rate_gives_each_prompt_one_vote():
     assert M.pooled_pass_rate(rates, records, ("unknown", "harmful")) == pytest.approx(0.5)
     assert M.pooled_pass_rate(rates, records, ("fact",)) == 1.0
     assert math.isnan(M.pooled_pass_rate({}, records, ("unknown",)))
+
+
+def test_cli_scores_answers_with_a_reward_model(tmp_path):
+    tok = make_tokenizer()
+    rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
+    path = tmp_path / "reward.pt"
+    M.save_checkpoint(str(path), rm, tok, stage="reward")
+    answers = ["ab", "ba"]
+    proc = run_cli("--ckpt", str(path), "--prompt", "a", "--answer", answers[0], "--answer", answers[1],
+                   "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    expected = M.reward_scores(rm, tok, ["a", "a"], answers)
+    assert proc.stdout.splitlines() == [f"{r:+.2f}  {a}" for r, a in zip(expected, answers)]
+    # a checkpoint that is not a reward model cannot score
+    _, _, lm_path = saved_tiny(tmp_path)
+    proc = run_cli("--ckpt", str(lm_path), "--prompt", "a", "--answer", "ab", "--device", "cpu")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --answer")
