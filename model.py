@@ -646,6 +646,9 @@ def load_model(path, device="cpu", model_class=Transformer):
     state = ckpt["model"]
     if model_class is Transformer and "backbone.wte.weight" in state:  # a reward model's body
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if model_class is RewardModel and "score_head.weight" not in state:
+        raise UserError(f"{path} is not a reward model (stage {ckpt.get('stage', '?')!r}) — "
+                        "pass the reward.pt that reward.py wrote")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -775,8 +778,8 @@ def main():
     set_seed(args.seed)
     device = pick_device(args.device)
     if args.answer:  # score answers: the reward model stands in for the human judge
-        if load_checkpoint(args.ckpt).get("stage") != "reward" or args.prompt is None:
-            raise UserError("--answer scores answers with a reward model — pass --ckpt out/reward.pt and --prompt")
+        if args.prompt is None:
+            raise UserError("--answer scores an answer to a prompt — pass --prompt too")
         reward_model, tokenizer, _ = load_model(args.ckpt, device, model_class=RewardModel)
         scores = reward_scores(reward_model, tokenizer, [args.prompt] * len(args.answer), args.answer)
         for answer, score in zip(args.answer, scores):

@@ -90,10 +90,10 @@ def record_turns(record, where="sft data"):
                       "give it one of the two formats of data/README.md")
 
 
-def build_example(tokenizer, record, block_size):
+def build_example(tokenizer, record, block_size, where="sft data"):
     """(ids, labels, truncated) for one SFT record: labels = ids on what the assistant says (its
     <|eos|> included), -100 on the prompt; at most block_size + 1 tokens (see model.build_example)."""
-    return M.build_example(tokenizer, record_turns(record), block_size)
+    return M.build_example(tokenizer, record_turns(record, where), block_size)
 
 
 def render_example(tokenizer, ids, labels):
@@ -118,7 +118,7 @@ def load_examples(path, tokenizer, block_size):
         if split not in splits:
             raise M.UserError(f"unknown split {split!r} ({where}) — use \"train\" or \"val\"")
         try:
-            ids, labels, cut = build_example(tokenizer, record, block_size)
+            ids, labels, cut = build_example(tokenizer, record, block_size, where)
         except ValueError as exc:  # the tokenizer met a character it has no id for
             raise M.UserError(f"{exc} ({where}) — use only characters of the pretraining corpus") from None
         splits[split].append((ids, labels))

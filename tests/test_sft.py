@@ -191,3 +191,8 @@ def test_bad_data_is_a_one_line_error(tmp_path, tok):
     make_tiny_pretrain(tmp_path, tok)
     result = run_sft(tmp_path, "--max-steps", "1", "--eval-limit", "0", "--data", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    # a record of the wrong format names the file and the record
+    wrong = tmp_path / "prefs.jsonl"
+    wrong.write_text('{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No."}\n')
+    result = run_sft(tmp_path, "--max-steps", "1", "--eval-limit", "0", "--data", str(wrong))
+    assert result.returncode == 2 and f"({wrong}, record 1)" in result.stderr and result.stderr.count("\n") == 1
