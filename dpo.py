@@ -197,7 +197,7 @@ def main(argv=None):
     M.set_seed(args.seed)
     device = M.pick_device(args.device)
 
-    policy, tokenizer, ckpt = M.load_model(args.init, device)
+    policy, tokenizer, ckpt = M.load_policy(args.init, device)
     train_pairs, heldout_pairs = load_pairs(args.data)
     # A run sees max_steps × batch_size × grad_accum pairs. Drawing them up front (one pass over a
     # random subset) means reference log-probs are computed only for pairs that will be used.

@@ -657,6 +657,17 @@ def load_model(path, device="cpu", model_class=Transformer):
     return model.to(device).eval(), load_tokenizer(ckpt["tokenizer"]), ckpt
 
 
+def load_policy(path, device="cpu"):
+    """load_model for a stage that goes on training a language model: refuses a masked LM (it cannot
+    generate left to right) and a reward model (its body was trained to score, not to write)."""
+    model, tokenizer, ckpt = load_model(path, device)
+    if not model.cfg.causal:
+        raise UserError(f"{path} is a masked-LM (bidirectional) model — start from a causal checkpoint")
+    if ckpt.get("stage") == "reward":
+        raise UserError(f"{path} is a reward model — start from a language model such as out/sft.pt")
+    return model, tokenizer, ckpt
+
+
 # ----------------------------------------------------------------------------- command line, logs
 
 def add_common_args(parser, **defaults):

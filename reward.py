@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import (MetricsLog, ModelConfig, RewardModel, UserError, add_common_args, autocast,
-                   chat_ids, configure_optimizer, generate_answers, grad_scaler, load_model, lr_at,
+                   chat_ids, configure_optimizer, generate_answers, grad_scaler, load_policy, lr_at,
                    optimizer_step, pick_device, preference_pairs, read_jsonl, reward_scores, run_main, save_checkpoint,
                    set_seed)
 
@@ -325,10 +325,8 @@ def main(argv=None):
         torch.set_num_threads(min(torch.get_num_threads(), 2))
 
     # --- the SFT model: its body becomes the reward model's, and it samples the answers for centring
-    policy, tokenizer, sft = load_model(args.init, device)
+    policy, tokenizer, sft = load_policy(args.init, device)
     cfg = ModelConfig(**sft["config"])
-    if not cfg.causal:
-        raise UserError(f"{args.init} is a masked-LM (bidirectional) model — start from a causal SFT checkpoint")
     model = RewardModel(cfg)
     model.backbone.load_state_dict(policy.state_dict())
     model.to(device)

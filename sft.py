@@ -284,14 +284,12 @@ def main():
     device = M.pick_device(args.device)
 
     # the starting point: a pretrained checkpoint, or its architecture with random weights
-    net, tokenizer, ckpt = M.load_model(source, device)
+    net, tokenizer, ckpt = M.load_policy(source, device)
     if from_scratch:
         net = M.Transformer(net.cfg).to(device)
         print(f"--init scratch: random weights, architecture and tokenizer of {source}")
     else:
         print(f"init: {source} (stage {ckpt.get('stage', '?')}, {net.num_params():,} parameters)")
-    if not net.cfg.causal:
-        raise M.UserError(f"{source} is a masked-LM (bidirectional) model — SFT needs a causal checkpoint")
     if tokenizer.pad_id == tokenizer.eos_id:
         raise M.UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
                           "retrain the tokenizer with distinct specials")

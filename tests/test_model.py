@@ -686,3 +686,17 @@ def test_cli_scores_answers_with_a_reward_model(tmp_path):
     _, _, lm_path = saved_tiny(tmp_path)
     proc = run_cli("--ckpt", str(lm_path), "--prompt", "a", "--answer", "ab", "--device", "cpu")
     assert proc.returncode == 2 and "not a reward model" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_load_policy_refuses_masked_lm_and_reward_checkpoints(tmp_path):
+    tok = make_tokenizer()
+    for name, net, stage, message in (
+            ("mlm.pt", tiny_model(tiny_cfg(vocab_size=tok.vocab_size, causal=False), dtype=torch.float32),
+             "pretrain", "masked-LM"),
+            ("rm.pt", tiny_model(tiny_cfg(vocab_size=tok.vocab_size), dtype=torch.float32, cls=M.RewardModel),
+             "reward", "is a reward model")):
+        M.save_checkpoint(str(tmp_path / name), net, tok, stage=stage)
+        with pytest.raises(M.UserError, match=message):
+            M.load_policy(str(tmp_path / name))
+    _, _, path = saved_tiny(tmp_path)
+    assert M.load_policy(str(path))[0].cfg.causal
