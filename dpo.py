@@ -187,6 +187,7 @@ def main(argv=None):
     a("--lora-targets", default=",".join(lora.DEFAULT_TARGETS), help="comma-separated layers to adapt "
       "(default: %(default)s)")
     args = parser.parse_args(argv)
+    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     if args.beta <= 0:
         raise M.UserError(f"--beta must be positive, got {args.beta} — try 0.1")
     if not 0 <= args.label_smoothing < 0.5:

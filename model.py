@@ -694,6 +694,14 @@ def add_common_args(parser, **defaults):
     return parser
 
 
+def require_positive(args, *names):
+    """Size flags that must be at least 1 (argparse takes any integer): a one-line error otherwise."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value} — pass a positive size")
+
+
 def read_jsonl(path, required=()):
     """Records of a JSONL file; a bad line is a UserError naming the file and line."""
     if not os.path.exists(path):

@@ -74,9 +74,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt,
-                   configure_optimizer, evaluate, format_pass_rates, grad_scaler, last_token, load_model, load_policy,
-                   left_pad, lr_at, pick_device, pooled_pass_rate, read_jsonl, reward_scores, run_main, save_checkpoint, set_seed, token_logprobs)
+from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt, configure_optimizer,
+                   evaluate, format_pass_rates, grad_scaler, last_token, load_model, load_policy, left_pad, lr_at,
+                   pick_device, pooled_pass_rate, read_jsonl, require_positive, reward_scores, run_main,
+                   save_checkpoint, set_seed, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -353,8 +354,7 @@ def run(args):
     args.device = device = pick_device(args.device)
     if args.temperature <= 0:
         raise UserError(f"--temperature {args.temperature} — PPO needs a sampling temperature > 0")
-    if args.max_new_tokens < 1 or args.minibatch_size < 1 or args.batch_size < 1:
-        raise UserError("--max-new-tokens, --batch-size and --minibatch-size must be ≥ 1 — pass positive sizes")
+    require_positive(args, "max_new_tokens", "batch_size", "minibatch_size")
     policy, tokenizer, ckpt = load_policy(args.init, device)
     reference, _, _ = load_model(args.init, device)  # a second, frozen copy: π_ref
     reference.requires_grad_(False)

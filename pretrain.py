@@ -65,9 +65,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
-from model import (ModelConfig, MetricsLog, Transformer, UserError, add_common_args, autocast,
-                   configure_optimizer, evaluate, flops_per_token, format_pass_rates, generate_answers,
-                   grad_scaler, load_checkpoint, load_model, lr_at, optimizer_step, peak_flops, pick_device, read_jsonl, run_main,
+from model import (ModelConfig, MetricsLog, Transformer, UserError, add_common_args, autocast, configure_optimizer,
+                   evaluate, flops_per_token, format_pass_rates, generate_answers, grad_scaler, load_checkpoint,
+                   load_model, lr_at, optimizer_step, peak_flops, pick_device, read_jsonl, require_positive, run_main,
                    save_checkpoint, set_seed)
 
 
@@ -230,11 +230,10 @@ def build_parser():
 
 
 def check_args(args):
-    positive = ("max_steps", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_interval",
-                "log_interval", "grad_accum", "eval_iters")
-    for name in positive:
-        if getattr(args, name) < (0 if name == "max_steps" else 1):
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_steps < 0:
+        raise UserError(f"--max-steps must be 0 or more, got {args.max_steps}")
+    require_positive(args, "batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_interval",
+                     "log_interval", "grad_accum", "eval_iters")
     if args.n_embd % args.n_head:
         raise UserError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head} — pick sizes that divide")
     if not 0 < args.val_fraction < 1:

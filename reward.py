@@ -67,10 +67,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (MetricsLog, ModelConfig, RewardModel, UserError, add_common_args, autocast,
-                   chat_ids, configure_optimizer, generate_answers, grad_scaler, load_policy, lr_at,
-                   optimizer_step, pick_device, preference_pairs, read_jsonl, reward_scores, run_main, save_checkpoint,
-                   set_seed)
+from model import (MetricsLog, ModelConfig, RewardModel, UserError, add_common_args, autocast, chat_ids,
+                   configure_optimizer, generate_answers, grad_scaler, load_policy, lr_at, optimizer_step, pick_device,
+                   preference_pairs, read_jsonl, require_positive, reward_scores, run_main, save_checkpoint, set_seed)
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -310,6 +309,7 @@ def parse_args(argv=None):
     parser.add_argument("--norm-samples", type=int, default=96,
                         help="SFT samples used to centre the reward; 0 = do not centre (default: %(default)s)")
     args = parser.parse_args(argv)
+    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     args.init = args.init or os.path.join(args.out_dir, "sft.pt")
     if args.margin is None:
         args.margin = 1.0 if args.loss == "hinge" else 0.0

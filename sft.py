@@ -271,6 +271,7 @@ def main():
                      f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
                      f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
     args = parser.parse_args()
+    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     start_time = time.time()
     from_scratch = args.init == "scratch"
     source = os.path.join(args.out_dir, "pretrain.pt") if from_scratch or args.init is None else args.init

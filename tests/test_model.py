@@ -700,3 +700,10 @@ def test_load_policy_refuses_masked_lm_and_reward_checkpoints(tmp_path):
             M.load_policy(str(tmp_path / name))
     _, _, path = saved_tiny(tmp_path)
     assert M.load_policy(str(path))[0].cfg.causal
+
+
+def test_require_positive_names_the_flag():
+    from argparse import Namespace
+    M.require_positive(Namespace(batch_size=1, grad_accum=3), "batch_size", "grad_accum")
+    with pytest.raises(M.UserError, match="--grad-accum must be at least 1, got 0"):
+        M.require_positive(Namespace(batch_size=1, grad_accum=0), "batch_size", "grad_accum")
