@@ -57,8 +57,9 @@ Run it:   python ppo.py                              (out/sft.pt + out/reward.pt
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
-region holds; at the default lr 2e-5 the clip almost never binds, and a larger --lr shows it work); `explained_variance` climbs (the critic learns). At the end a table compares the gold
-pass rate per kind with the SFT model's. RLHF should raise `unknown` and `harmful` (honest "I don't
+region holds; at the default lr 2e-5 the clip almost never binds: try a larger --lr to see it
+work); `explained_variance` climbs (the critic learns). At the end a table compares the gold pass
+rate per kind with the SFT model's. RLHF should raise `unknown` and `harmful` (honest "I don't
 know." and refusals are what the preference data rewards) without costing `fact`; it can only do so
 as far as the reward model tells those answers apart, and docs/05-ppo.md shows where this one cannot.
 """
@@ -372,7 +373,8 @@ def run(args):
     if args.compile:
         agent.policy = torch.compile(agent.policy)
     # no weight decay: it would pull the policy towards zero, not towards the SFT model. The value head
-    # starts from nothing while the policy starts trained, so the head gets its own, larger rate.
+    # must fit new targets (returns under the KL penalty) while the policy only adjusts, so the head
+    # gets its own, larger rate.
     optimizer = configure_optimizer(agent.policy, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
     optimizer.add_param_group({"params": list(agent.value_head.parameters()), "weight_decay": 0.0, "lr": args.value_lr})
     for group in optimizer.param_groups:
@@ -389,9 +391,9 @@ def run(args):
     cursor = 0
     bar = tqdm(range(args.max_steps), desc=args.name)
     for step in bar:
-        lr = lr_at(step, args.lr, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # constant after warmup
+        warmup = lr_at(step, 1.0, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # 1 once warmed up
         for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * lr / args.lr
+            group["lr"] = group["peak_lr"] * warmup
         batch = []
         while len(batch) < args.batch_size:  # walk the prompts in shuffled epochs
             if cursor == len(order):
@@ -413,7 +415,7 @@ def run(args):
                       explained_variance=explained_variance(roll.values, returns, roll.mask),
                       response_length=roll.mask.sum(-1).mean().item(),
                       eos_rate=roll.finished.float().mean().item(), reward=rewards.sum(-1).mean().item(),
-                      kl_coef=kl_ctl.value, lr=lr)
+                      kl_coef=kl_ctl.value, lr=args.lr * warmup)
         kl_ctl.update(seq_kl, len(batch))
         if args.eval_interval and (step + 1) % args.eval_interval == 0:
             rates, _ = evaluate(agent.policy, tokenizer, eval_records, device, kinds=("fact", "unknown", "harmful"))

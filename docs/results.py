@@ -68,7 +68,7 @@ def main():
     reward_model = None
     if os.path.exists(path("reward.pt")):  # without it the RM-score column stays empty
         reward_model, _, _ = load_model(path("reward.pt"), device, model_class=RewardModel)
-    kinds = [k for k in EVAL_KINDS]
+    kinds = list(EVAL_KINDS)
     header = "| stage | " + " | ".join(kinds) + " | RM score | KL to SFT | wall time | command |"
     lines = [header, "|" + "---|" * (len(kinds) + 5)]
     for name, ckpt, metrics, command in ROWS:
