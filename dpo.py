@@ -170,7 +170,7 @@ def stored_or_evaluated(ckpt, path, eval_records, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
                                      "data/prefs.jsonl against a frozen reference, with no reward model.")
-    M.add_common_args(parser, data="data/prefs.jsonl", init="out/sft.pt", max_steps=100, batch_size=16,
+    M.add_common_args(parser, data="data/prefs.jsonl", max_steps=100, batch_size=16,
                       lr=5e-5, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
@@ -186,7 +186,9 @@ def main(argv=None):
     a("--lora-alpha", type=float, default=16.0, help="LoRA update scale alpha / rank (default: %(default)s)")
     a("--lora-targets", default=",".join(lora.DEFAULT_TARGETS), help="comma-separated layers to adapt "
       "(default: %(default)s)")
+    parser.epilog = "--init defaults to <out-dir>/sft.pt, the start and the frozen reference."
     args = parser.parse_args(argv)
+    args.init = args.init or os.path.join(args.out_dir, "sft.pt")
     M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     if args.beta <= 0:
         raise M.UserError(f"--beta must be positive, got {args.beta} — try 0.1")

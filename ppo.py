@@ -324,10 +324,10 @@ CHAT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, data="data/prompts.jsonl", init="out/sft.pt", max_steps=40, batch_size=64, lr=2e-5,
+    add_common_args(p, data="data/prompts.jsonl", max_steps=40, batch_size=64, lr=2e-5,
                     warmup_steps=0, eval_interval=0, log_interval=5)
     a = p.add_argument
-    a("--reward-model", default="out/reward.pt", help="reward checkpoint that scores answers (default: %(default)s)")
+    a("--reward-model", default=None, help="reward checkpoint that scores answers (default: <out-dir>/reward.pt)")
     a("--eval-data", default="data/eval.jsonl", help="gold evaluation prompts (default: %(default)s)")
     a("--name", default="ppo", help="output file stem under --out-dir, e.g. ppo_kl0 (default: %(default)s)")
     a("--kl-coef", type=float, default=0.1, help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
@@ -345,7 +345,11 @@ def parse_args(argv=None):
     a("--gamma", type=float, default=1.0, help="discount γ (default: %(default)s)")
     a("--lam", type=float, default=0.95, help="GAE λ (default: %(default)s)")
     a("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
-    return p.parse_args(argv)
+    p.epilog = "--init defaults to <out-dir>/sft.pt, the SFT model that is both the start and the reference."
+    args = p.parse_args(argv)
+    args.init = args.init or os.path.join(args.out_dir, "sft.pt")
+    args.reward_model = args.reward_model or os.path.join(args.out_dir, "reward.pt")
+    return args
 
 
 def run(args):
