@@ -35,6 +35,7 @@ the chat format.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -720,6 +722,53 @@ def read_jsonl(path, required=()):
                 raise UserError(f"missing field {missing[0]!r} ({path}:{lineno}) — every line needs {', '.join(required)}")
             records.append(record)
     return records
+
+
+def read_text(path):
+    """The whole data file as a string; a missing, empty or non-UTF-8 file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"data file not found ({path}) — pass a UTF-8 text file with --data")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"data file is not UTF-8 text: byte {raw[exc.start]:#04x} ({path}:{line}) — "
+                        "convert it, e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise UserError(f"data file is empty ({path}) — pass a file with text in it")
+    return text
+
+
+def encode_corpus(text, tokenizer, cache_dir, write_cache=True):
+    """Token ids of the text as a numpy array, cached under cache_dir: encoding runs once per
+    (text, tokenizer) pair, every later start-up just loads the array."""
+    spec = json.dumps(tokenizer.to_dict(), sort_keys=True)
+    key = hashlib.sha1(text.encode() + spec.encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, f"tokens-{key}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    try:
+        ids = tokenizer.encode(text)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"the tokenizer cannot encode the data: {exc} — train the tokenizer on this "
+                        "text or leave out --tokenizer for a character-level one") from None
+    ids = np.array(ids, dtype=np.int32)
+    if write_cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, ids)
+        os.replace(tmp, path)  # atomic: a second run never reads half an array
+    return ids
+
+
+def random_windows(data, batch_size, length, generator=None):
+    """batch_size random contiguous windows of `length` tokens from a 1-D token stream, as a
+    (batch_size, length) long tensor on the CPU."""
+    starts = torch.randint(len(data) - length + 1, (batch_size,), generator=generator)
+    return data[starts[:, None] + torch.arange(length)].long()  # one gather, no Python loop per row
 
 
 class MetricsLog:

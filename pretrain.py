@@ -50,8 +50,6 @@ best validation loss (sft.py starts from it); out/pretrain_last.pt adds the opti
 
 import argparse
 import contextlib
-import hashlib
-import json
 import math
 import os
 import signal
@@ -66,52 +64,12 @@ from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
 from model import (ModelConfig, MetricsLog, Transformer, UserError, add_common_args, autocast, configure_optimizer,
-                   evaluate, flops_per_token, format_pass_rates, generate_answers, grad_scaler, load_checkpoint,
-                   load_model, lr_at, optimizer_step, peak_flops, pick_device, read_jsonl, require_positive, run_main,
-                   save_checkpoint, set_seed)
+                   encode_corpus, evaluate, flops_per_token, format_pass_rates, generate_answers, grad_scaler,
+                   load_checkpoint, load_model, lr_at, optimizer_step, peak_flops, pick_device, random_windows,
+                   read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
 
 
 # ----------------------------------------------------------------------------- text -> tokens
-
-def read_text(path):
-    """The whole data file as a string; a missing, empty or non-UTF-8 file is a UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"data file not found ({path}) — pass a UTF-8 text file with --data")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"data file is not UTF-8 text: byte {raw[exc.start]:#04x} ({path}:{line}) — "
-                        "convert it, e.g. iconv -f latin1 -t utf-8") from None
-    if not text.strip():
-        raise UserError(f"data file is empty ({path}) — pass a file with text in it")
-    return text
-
-
-def encode_corpus(text, tokenizer, cache_dir, write_cache=True):
-    """Token ids of the text as a numpy array, cached under cache_dir: encoding runs once per
-    (text, tokenizer) pair, every later start-up just loads the array."""
-    spec = json.dumps(tokenizer.to_dict(), sort_keys=True)
-    key = hashlib.sha1(text.encode() + spec.encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir, f"tokens-{key}.npy")
-    if os.path.exists(path):
-        return np.load(path)
-    try:
-        ids = tokenizer.encode(text)
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"the tokenizer cannot encode the data: {exc} — train the tokenizer on this "
-                        "text or leave out --tokenizer for a character-level one") from None
-    ids = np.array(ids, dtype=np.int32)
-    if write_cache:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, ids)
-        os.replace(tmp, path)  # atomic: a second run never reads half an array
-    return ids
-
 
 def pick_tokenizer(args, source, text):
     """The checkpoint's tokenizer when resuming or starting from one (ids must mean the same
@@ -161,9 +119,7 @@ def get_batch(data, batch_size, block_size, objective, generator, mask_id=None, 
     """batch_size random contiguous windows of the token stream -> (inputs, targets), on the CPU.
     clm: targets are the inputs shifted one to the left (the next token at every position).
     mlm: targets are the original tokens at the masked positions, -100 elsewhere."""
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    offsets = torch.arange(block_size + 1 if objective == "clm" else block_size)
-    window = data[starts[:, None] + offsets].long()  # one gather, no Python loop per row
+    window = random_windows(data, batch_size, block_size + 1 if objective == "clm" else block_size, generator)
     if objective == "clm":
         return window[:, :-1], window[:, 1:]
     return mask_tokens(window, mask_id, vocab_size, generator=generator)
