@@ -35,6 +35,7 @@ FILES = ("corpus.txt", "sft.jsonl", "prefs.jsonl", "prompts.jsonl", "eval.jsonl"
 
 HELDOUT_FRACTION = 0.2  # of each topic: in the corpus, never in sft/prefs/prompts
 VAL_FRACTION = 0.1      # of prompt strings, for sft.jsonl and prefs.jsonl
+REPLY_RATE = 0.5        # of forum questions answered in the very next post
 
 # Canonical short answers for honesty and harmlessness (grading stays a string comparison).
 HONEST = "I don't know."
@@ -662,6 +663,10 @@ def forum_thread(rng, w, n):
         if rng.random() < 0.3:
             q = q + " " + rng.choice(CHATTER)
         lines.append(q)
+        if rng.random() < REPLY_RATE:  # someone answers straight away, as on a Q&A site
+            lines.append("%s wrote:" % rng.choice(HANDLES))
+            lines.append(answer_line(rng, f))
+            continue
         if i and rng.random() < 0.3:
             lines.append("%s wrote:" % rng.choice(HANDLES))
             lines.append(rng.choice(CHATTER))
