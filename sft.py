@@ -37,6 +37,19 @@ blocks (--freeze-layers). Full fine-tuning updates every weight; parameter-effic
 (--lora-rank R, see lora.py) trains low-rank adapters W' = W + (alpha/r)·B·A on the attention
 projections only, a few percent of the weights, and merges them into W before saving.
 
+Replay: keep pretraining while fine-tuning. A few epochs over a few thousand answers pull the weights
+towards those answers: a question about a fact SFT never showed ("What is the capital of Serbia?")
+drifts onto a trained one that starts alike ("The capital of Senegal is Dakar."). So every step also
+takes the pretraining loss on --replay-windows random windows of the corpus, with weight gamma:
+
+    L = L_SFT + gamma · L_LM(corpus windows)
+
+which keeps the base model's skills in use: copying the name from the question, recalling what the
+corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
+same term to PPO, "PPO-ptx"); docs/03-sft.md measures what it buys on heldout_fact. The validation
+loss stays the SFT loss alone. --replay-weight 0 turns it off; --init scratch has no pretraining to
+keep, so there it is off unless asked for.
+
 What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
 answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
 only exist in the pretraining corpus.
@@ -69,6 +82,7 @@ from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict,
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
 FULL_LR, LORA_LR, SCRATCH_LR = 3e-4, 4e-3, 1e-3  # peak learning rates when --lr is not given
+REPLAY_WEIGHT = 1.0  # gamma of the replayed pretraining loss when --replay-weight is not given
 
 
 # ----------------------------------------------------------------------------- data -> supervised tokens
@@ -185,9 +199,12 @@ def format_rate(graded):
     return sum(ok) / max(len(ok), 1)
 
 
-def finetune(net, train, val, args, tokenizer, device, log):
+def finetune(net, train, val, args, tokenizer, device, log, replay=None):
     """The training loop: AdamW on the trainable weights, warmup + cosine, validation loss every
-    eval_interval steps, early stopping with the best weights restored. Returns a dict of results."""
+    eval_interval steps, early stopping with the best weights restored. `replay` is the corpus as a
+    token tensor (or None): each micro-batch then adds gamma times its next-token loss on random
+    windows. Returns a dict of results."""
+    replay_draws = torch.Generator().manual_seed(args.seed)  # its own stream: the SFT batches stay the same
     optimizer = M.configure_optimizer(net, args.lr, device_type=torch.device(device).type)
     scaler = M.grad_scaler(device, args.dtype)
     model = torch.compile(net) if args.compile else net
@@ -210,15 +227,24 @@ def finetune(net, train, val, args, tokenizer, device, log):
         lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = 0.0
+        loss_sum, replay_sum = 0.0, 0.0
         for _ in range(args.grad_accum):
             x, y, mask = M.pad_batch(next(stream), tokenizer.pad_id, device)
             with M.autocast(device, args.dtype):
                 _, loss = model(x, targets=y, attention_mask=mask)
-            scaler.scale(loss / args.grad_accum).backward()
+            total = loss
+            if replay is not None:
+                window = M.random_windows(replay, args.replay_windows, net.cfg.block_size + 1, replay_draws).to(device)
+                with M.autocast(device, args.dtype):
+                    _, replay_loss = model(window[:, :-1], targets=window[:, 1:])
+                total = loss + args.replay_weight * replay_loss
+                replay_sum += replay_loss.item() / args.grad_accum
+            scaler.scale(total / args.grad_accum).backward()
             loss_sum += loss.item() / args.grad_accum
         M.optimizer_step(optimizer, scaler, trainable)
         metrics = dict(step=step, loss=loss_sum, lr=lr)
+        if replay is not None:
+            metrics["replay_loss"] = replay_sum
         if val and (step % args.eval_interval == 0 or step == args.max_steps):
             metrics["val_loss"] = val_loss()
             if metrics["val_loss"] < best["val_loss"]:
@@ -267,11 +293,18 @@ def main():
     parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: ΔW = (alpha/r)·B·A (default: %(default)s)")
     parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
                         help="comma-separated layers to adapt (default: %(default)s)")
+    parser.add_argument("--replay-data", default="data/corpus.txt",
+                        help="pretraining text replayed during SFT (default: %(default)s)")
+    parser.add_argument("--replay-weight", type=float, default=None,
+                        help="gamma: weight of the replayed next-token loss; 0 = no replay "
+                        f"(default: {REPLAY_WEIGHT:g}, 0 with --init scratch)")
+    parser.add_argument("--replay-windows", type=int, default=16,
+                        help="corpus windows (of the full context) replayed per micro-batch (default: %(default)s)")
     parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
                      f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
                      f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
     args = parser.parse_args()
-    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
+    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
     start_time = time.time()
     from_scratch = args.init == "scratch"
     source = os.path.join(args.out_dir, "pretrain.pt") if from_scratch or args.init is None else args.init
@@ -281,6 +314,10 @@ def main():
         # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
         # weights have nothing to keep, so both take bigger ones
         args.lr = SCRATCH_LR if from_scratch else LORA_LR if args.lora_rank else FULL_LR
+    if args.replay_weight is None:  # from scratch there is no pretraining to keep
+        args.replay_weight = 0.0 if from_scratch else REPLAY_WEIGHT
+    if args.replay_weight < 0:
+        raise M.UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
     M.set_seed(args.seed)
     device = M.pick_device(args.device)
 
@@ -322,8 +359,20 @@ def main():
     method += " from scratch" if from_scratch else ""
     print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
+    replay = None
+    if args.replay_weight > 0:
+        ids = M.encode_corpus(M.read_text(args.replay_data), tokenizer, os.path.join(args.out_dir, "cache"))
+        if len(ids) <= block_size + 1:
+            raise M.UserError(f"replay text too short: {len(ids)} tokens, fewer than one window of {block_size + 1} "
+                              f"({args.replay_data}) — pass the pretraining corpus, or --replay-weight 0")
+        replay = torch.from_numpy(ids)
+        print(f"replay: {args.replay_windows} windows of {block_size + 1} tokens per batch from {args.replay_data} "
+              f"({len(ids):,} tokens), weight {args.replay_weight:g}")
+    else:
+        print("replay: off")
+
     log = M.MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
-    result = finetune(net, train, val, args, tokenizer, device, log)
+    result = finetune(net, train, val, args, tokenizer, device, log, replay)
 
     # a LoRA model is saved merged: a plain transformer that every later stage loads as usual;
     # the adapter alone (a few KB) rides along in the checkpoint
@@ -347,8 +396,10 @@ def main():
     M.save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
                       eval=rates, base_eval=base_rates, format_rate=formats, init=args.init or source, **extra)
     wall = time.time() - start_time
-    log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "lr"], title=f"SFT ({method})")
-    log.summary(stage="sft", init=args.init or source, method=method, lr=args.lr, trainable_params=trainable,
+    log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "replay_loss", "lr"],
+             title=f"SFT ({method})")
+    log.summary(stage="sft", init=args.init or source, method=method, lr=args.lr, replay_weight=args.replay_weight,
+                trainable_params=trainable,
                 total_params=total, trainable_fraction=trainable / total, truncated=truncated, **result,
                 eval=rates, base_eval=base_rates, format_rate=formats, wall_s=round(wall, 1))
     shown = " ".join(f"{k}={100 * v:.0f}%" for k, v in rates.items())

@@ -147,8 +147,11 @@ def run_sft(tmp_path, *flags):
             f.write(json.dumps(r) + "\n")
     with open(tmp_path / "eval.jsonl", "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in EVAL))
+    with open(tmp_path / "corpus.txt", "w") as f:  # pretraining text to replay: the facts, said plainly
+        f.write(" ".join(a for r in EVAL for a in r["answers"]) * 20)
     cmd = [sys.executable, os.path.join(ROOT, "sft.py"), "--out-dir", str(tmp_path), "--data", str(tmp_path / "sft.jsonl"),
-           "--eval-data", str(tmp_path / "eval.jsonl"), "--device", "cpu", "--batch-size", "4", "--lr", "3e-3",
+           "--eval-data", str(tmp_path / "eval.jsonl"), "--replay-data", str(tmp_path / "corpus.txt"),
+           "--replay-windows", "2", "--device", "cpu", "--batch-size", "4", "--lr", "3e-3",
            "--warmup-steps", "2", "--eval-interval", "10", "--patience", "0", *flags]
     # a tiny model runs faster on one thread than on two fighting over a shared CPU
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -196,3 +199,37 @@ def test_bad_data_is_a_one_line_error(tmp_path, tok):
     wrong.write_text('{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No."}\n')
     result = run_sft(tmp_path, "--max-steps", "1", "--eval-limit", "0", "--data", str(wrong))
     assert result.returncode == 2 and f"({wrong}, record 1)" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_replay_trains_the_pretraining_loss_alongside(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    result = run_sft(tmp_path, "--max-steps", "30", "--eval-limit", "0", "--log-interval", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replay: 2 windows of 97 tokens" in result.stdout
+    lines, s = summary(tmp_path)
+    replay = [r["replay_loss"] for r in lines if "replay_loss" in r]
+    assert s["replay_weight"] == 1.0 and len(replay) == 30
+    assert replay[-1] < replay[0] - 0.5, replay  # the replayed text is being learnt too
+    # --replay-weight 0: no replay term, and the SFT batches drawn are the same as with it
+    off = tmp_path / "off"
+    off.mkdir()
+    make_tiny_pretrain(off, tok)
+    result = run_sft(off, "--max-steps", "30", "--eval-limit", "0", "--log-interval", "1", "--replay-weight", "0")
+    assert result.returncode == 0 and "replay: off" in result.stdout
+    lines_off, s_off = summary(off)
+    assert s_off["replay_weight"] == 0 and not any("replay_loss" in r for r in lines_off)
+    step1 = [next(r["loss"] for r in run if r.get("step") == 1 and "loss" in r) for run in (lines, lines_off)]
+    assert step1[0] == pytest.approx(step1[1], abs=1e-6)  # before any update: the same first SFT batch
+
+
+def test_scratch_sft_does_not_replay_by_default(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    result = run_sft(tmp_path, "--max-steps", "2", "--eval-limit", "0", "--init", "scratch")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replay: off" in result.stdout and summary(tmp_path)[1]["replay_weight"] == 0
+
+
+def test_missing_replay_text_is_a_one_line_error(tmp_path, tok):
+    make_tiny_pretrain(tmp_path, tok)
+    result = run_sft(tmp_path, "--max-steps", "1", "--eval-limit", "0", "--replay-data", str(tmp_path / "none.txt"))
+    assert result.returncode == 2 and "none.txt" in result.stderr and result.stderr.count("\n") == 1
