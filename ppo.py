@@ -55,6 +55,8 @@ Choices made here:
 
 Run it:   python ppo.py                              (out/sft.pt + out/reward.pt → out/ppo.pt)
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
+The default β = 0.5 is measured, not folklore: docs/05-ppo.md runs β from 0 to 0.5 on the default
+models, and below 0.3 this policy finds the reward model's blind spot within 40 steps.
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
 region holds; at the default lr 2e-5 the clip almost never binds: try a larger --lr to see it
@@ -330,7 +332,7 @@ def parse_args(argv=None):
     a("--reward-model", default=None, help="reward checkpoint that scores answers (default: <out-dir>/reward.pt)")
     a("--eval-data", default="data/eval.jsonl", help="gold evaluation prompts (default: %(default)s)")
     a("--name", default="ppo", help="output file stem under --out-dir, e.g. ppo_kl0 (default: %(default)s)")
-    a("--kl-coef", type=float, default=0.1, help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
+    a("--kl-coef", type=float, default=0.5, help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
     a("--target-kl", type=float, default=None, help="adapt β so the answer KL approaches this (default: fixed β)")
     a("--kl-horizon", type=float, default=500, help="adaptive β changes by up to 20%% per this many samples; Ziegler et al. used 10000 for far longer runs (default: %(default)s)")
     a("--max-new-tokens", type=int, default=40, help="answer length cap in tokens (default: %(default)s)")
