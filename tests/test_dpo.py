@@ -218,3 +218,6 @@ def test_bad_options_and_data_are_user_errors(tmp_path):
     train_only = write_jsonl(tmp_path / "train_only.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
     with pytest.raises(M.UserError, match="held-out"):
         D.main(common + ["--data", str(train_only)])
+    # without --init the start (and reference) is <out-dir>/sft.pt, not out/sft.pt
+    with pytest.raises(M.UserError, match=str(tmp_path / "elsewhere" / "sft.pt")):
+        D.main(["--out-dir", str(tmp_path / "elsewhere"), "--data", str(prefs), "--device", "cpu"])

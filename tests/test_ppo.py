@@ -4,6 +4,7 @@ they disagree) and a short end-to-end run."""
 
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -320,3 +321,10 @@ def test_missing_reward_model_is_a_user_error(tmp_path):
     args = ppo.parse_args(common + ["--reward-model", str(tmp_path / "nope.pt")])
     with pytest.raises(M.UserError, match="nope.pt"):
         ppo.run(args)
+
+
+def test_inputs_default_to_the_out_dir():
+    args = ppo.parse_args(["--out-dir", "runs/a"])
+    assert args.init == os.path.join("runs/a", "sft.pt") and args.reward_model == os.path.join("runs/a", "reward.pt")
+    args = ppo.parse_args(["--out-dir", "runs/a", "--init", "x.pt", "--reward-model", "y.pt"])
+    assert (args.init, args.reward_model) == ("x.pt", "y.pt")

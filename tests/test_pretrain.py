@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import model as M
 import pretrain
 from model import UserError, load_checkpoint, load_model
 
@@ -79,6 +80,14 @@ def test_get_batch_clm_targets_are_next_tokens():
     x, y = pretrain.get_batch(data, 4, 16, "clm", torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 16) and x.dtype == torch.long
     assert torch.equal(y, x + 1)  # contiguous windows, shifted by one
+
+
+def test_random_windows_are_contiguous_and_reach_both_ends():
+    data = torch.arange(10, dtype=torch.int32)
+    windows = M.random_windows(data, 500, 4, torch.Generator().manual_seed(0))
+    assert windows.shape == (500, 4) and windows.dtype == torch.long
+    assert torch.equal(windows - windows[:, :1], torch.arange(4).expand(500, 4))  # consecutive tokens
+    assert set(windows[:, 0].tolist()) == set(range(7))  # every start 0..len-length, the last window included
 
 
 # ----------------------------------------------------------------------------- short runs
