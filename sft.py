@@ -46,7 +46,7 @@ takes the pretraining loss on --replay-windows random windows of the corpus, wit
 
 which keeps the base model's skills in use: copying the name from the question, recalling what the
 corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
-same term to PPO, "PPO-ptx"); docs/03-sft.md measures what it buys on heldout_fact. The validation
+same term to PPO, "PPO-ptx"); docs/03-sft-lora.md measures what it buys on heldout_fact. The validation
 loss stays the SFT loss alone. --replay-weight 0 turns it off; --init scratch has no pretraining to
 keep, so there it is off unless asked for.
 
