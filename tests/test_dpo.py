@@ -9,21 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-import bpe
 import dpo as D
 import model as M
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!'\n:"
-
-
-def tokenizer():
-    return bpe.CharTokenizer.train(ALPHABET)
+from helpers import tokenizer, write_jsonl
 
 
 def tiny_model(tok, seed=0, **kw):
@@ -31,11 +19,6 @@ def tiny_model(tok, seed=0, **kw):
     cfg = dict(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32)
     cfg.update(kw)
     return M.Transformer(M.ModelConfig(**cfg))
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def logps(seed, n=6):

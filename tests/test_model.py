@@ -22,16 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = "User: \nAssistant: abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tensors here are tiny: a second thread only adds synchronisation, which on a shared 2-core
-    # machine made the overfit test 20x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_tokenizer(text=TEXT):
     return bpe.CharTokenizer.train(text)
 

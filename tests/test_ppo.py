@@ -10,21 +10,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-import bpe
 import model as M
+from helpers import tokenizer, write_jsonl
 import ppo
-
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!'\n:"
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-def tokenizer():
-    return bpe.CharTokenizer.train(ALPHABET)
-
 
 def tiny_model(tok, seed=0, scale=None, cls=M.Transformer):
     torch.manual_seed(seed)
@@ -277,11 +265,6 @@ def test_adaptive_kl_controller_moves_beta_towards_target():
 
 
 # ----------------------------------------------------------------------------- end to end
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
-
 
 def setup_stage(tmp_path):
     tok = tokenizer()

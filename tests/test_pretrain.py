@@ -18,15 +18,6 @@ COUNTRIES = [("Norway", "Oslo"), ("Peru", "Lima"), ("Japan", "Tokyo"), ("Egypt",
              ("Chile", "Santiago"), ("Kenya", "Nairobi")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread and lose a lot when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_corpus(path, repeats=60):
     lines = [f"The capital of {c} is {k}.\n" for c, k in COUNTRIES] * repeats
     path.write_text("".join(lines), encoding="utf-8")

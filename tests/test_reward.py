@@ -8,31 +8,14 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-import bpe
 import model as M
+from helpers import tokenizer, write_jsonl
 import reward as R
-
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!'\n:"
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-def tokenizer():
-    return bpe.CharTokenizer.train(ALPHABET)
-
 
 def tiny_cfg(tok, **kw):
     cfg = dict(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32)
     cfg.update(kw)
     return M.ModelConfig(**cfg)
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 # ----------------------------------------------------------------------------- the losses
