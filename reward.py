@@ -425,8 +425,13 @@ def main(argv=None):
     print("mean reward per kind of held-out answer (SFT samples define 0):")
     print(format_kind_table(kind_rewards, kind_counts))
     hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:5]
+    # the same comparisons on the training prompts: a kind far better there than held out was
+    # memorised (which training answer won), not learned as a rule the model can apply elsewhere
+    seen = evaluate_rewards(model, train, tokenizer.pad_id, device, args.dtype, args.loss, args.margin)
     if hardest:
         print("hardest held-out comparisons: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in hardest))
+        print(f"the same on training prompts: accuracy {100 * seen.get('accuracy', float('nan')):.1f}%, "
+              + ", ".join(f"{k} {100 * seen['pair_accuracy'].get(k, float('nan')):.0f}%" for k, _ in hardest))
     metrics = {k: final[k] for k in ("accuracy", "margin", "loss") if k in final}
     save_checkpoint(os.path.join(out, "reward.pt"), model, tokenizer, stage="reward", step=step, loss=args.loss,
                     margin=args.margin, reward_offset=offset, metrics=metrics, kind_rewards=kind_rewards,
@@ -436,7 +441,7 @@ def main(argv=None):
              title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
     log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
-                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
+                train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"), reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
                 wall_s=round(elapsed, 1), steps=step)
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
