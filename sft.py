@@ -46,9 +46,9 @@ takes the pretraining loss on --replay-windows random windows of the corpus, wit
 
 which keeps the base model's skills in use: copying the name from the question, recalling what the
 corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
-same term to PPO, "PPO-ptx"); docs/03-sft-lora.md measures what it buys on heldout_fact. The validation
-loss stays the SFT loss alone. --replay-weight 0 turns it off; --init scratch has no pretraining to
-keep, so there it is off unless asked for.
+same term to PPO, "PPO-ptx"); docs/03-sft-lora.md measures what it buys on heldout_fact. The
+validation loss stays the SFT loss alone. --replay-weight 0 turns it off; --init scratch has no
+pretraining to keep, so there it is off unless asked for.
 
 What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
 answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
@@ -58,6 +58,7 @@ Run it:
     python sft.py                          full fine-tuning of out/pretrain.pt -> out/sft.pt
     python sft.py --lora-rank 8 --name sft_lora8     LoRA -> out/sft_lora8.pt; prints the trainable fraction
     python sft.py --init scratch --name sft_scratch  SFT from random weights -> out/sft_scratch.pt
+    python sft.py --replay-weight 0 --name sft_noreplay  SFT alone, no replay: compare heldout_fact
 (--name keeps a variant beside out/sft.pt, which is what reward.py, ppo.py and dpo.py read.)
 What to look for: the bracketed example at start-up (what is trained on), training and
 validation loss in out/sft.png, and the table at the end: gold pass rate per kind of the base
