@@ -1,7 +1,7 @@
 """Supervised fine-tuning (SFT): turn a base model into an assistant.
 
 A base model continues text. Asked "What is the capital of Norway?" it writes what tends to follow
-a question in its corpus — often another question. SFT shows it a few thousand demonstrations of
+a question in its corpus: a forum reply, then the next post, or another question. SFT shows it a few thousand demonstrations of
 the behaviour we want, (prompt, answer) pairs written out in one chat template,
 
     User: {prompt}\\nAssistant: {response}<|eos|>            (a conversation repeats the pair)
