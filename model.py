@@ -752,8 +752,8 @@ def encode_corpus(text, tokenizer, cache_dir, write_cache=True):
     try:
         ids = tokenizer.encode(text)
     except (ValueError, KeyError) as exc:
-        raise UserError(f"the tokenizer cannot encode the data: {exc} — train the tokenizer on this "
-                        "text or leave out --tokenizer for a character-level one") from None
+        raise UserError(f"the tokenizer cannot encode this text: {exc} — use text it was built for (its "
+                        "training corpus), or build a tokenizer on this text") from None
     ids = np.array(ids, dtype=np.int32)
     if write_cache:
         os.makedirs(cache_dir, exist_ok=True)

@@ -53,8 +53,9 @@ never saw), the mean margin, and the table of the mean reward per kind of answer
 honest answers and refusals of harmful requests should sit above hallucinated, rambling, rude and
 harmful-compliance answers. Then the hardest comparisons: style is learned in a few dozen steps
 (rambling, rudeness, compliance with harm), while "correct > hallucinated" needs the model to know
-the fact. A reward model is only as knowledgeable as the network it is built on, and what it
-cannot tell apart, PPO cannot be taught. Curves are in out/reward.png, metrics in out/reward.jsonl.
+the fact; the line after them gives the same comparisons on the training prompts, where a kind
+that is far better than held out was memorised rather than learned. A reward model is only as
+knowledgeable as the network it is built on, and what it cannot tell apart, PPO cannot be taught. Curves are in out/reward.png, metrics in out/reward.jsonl.
 """
 
 import argparse
@@ -424,10 +425,10 @@ def main(argv=None):
         kind_rewards["sft sample"], kind_counts["sft sample"] = 0.0, len(prompts)
     print("mean reward per kind of held-out answer (SFT samples define 0):")
     print(format_kind_table(kind_rewards, kind_counts))
-    hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:5]
     # the same comparisons on the training prompts: a kind far better there than held out was
     # memorised (which training answer won), not learned as a rule the model can apply elsewhere
     seen = evaluate_rewards(model, train, tokenizer.pad_id, device, args.dtype, args.loss, args.margin)
+    hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:5]
     if hardest:
         print("hardest held-out comparisons: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in hardest))
         print(f"the same on training prompts: accuracy {100 * seen.get('accuracy', float('nan')):.1f}%, "
@@ -441,7 +442,8 @@ def main(argv=None):
              title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
     log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
-                train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"), reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
+                train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"),
+                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
                 wall_s=round(elapsed, 1), steps=step)
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
