@@ -35,7 +35,7 @@ FILES = ("corpus.txt", "sft.jsonl", "prefs.jsonl", "prompts.jsonl", "eval.jsonl"
 
 HELDOUT_FRACTION = 0.2  # of each topic: in the corpus, never in sft/prefs/prompts
 VAL_FRACTION = 0.1      # of prompt strings, for sft.jsonl and prefs.jsonl
-REPLY_RATE = 0.5        # of forum questions answered in the very next post
+REPLY_RATE = 1.0        # of forum questions answered in the next post (docs/03: what lowering it costs)
 
 # Canonical short answers for honesty and harmlessness (grading stays a string comparison).
 HONEST = "I don't know."
