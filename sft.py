@@ -47,8 +47,10 @@ takes the pretraining loss on --replay-windows random windows of the corpus, wit
 which keeps the base model's skills in use: copying the name from the question, recalling what the
 corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
 same term to PPO, "PPO-ptx"); docs/03-sft-lora.md measures what it buys on heldout_fact. The
-validation loss stays the SFT loss alone. --replay-weight 0 turns it off; --init scratch has no
-pretraining to keep, so there it is off unless asked for.
+validation loss stays the SFT loss alone. --replay-weight 0 turns it off. Two cases leave it off
+unless asked for: --init scratch has no pretraining to keep, and LoRA (--lora-rank) keeps it by
+construction, since W stays frozen and only a low-rank ΔW moves; replay would only take a share of
+the adapter's small capacity (docs/03-sft-lora.md measures both).
 
 What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
 answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
@@ -298,7 +300,7 @@ def main():
                         help="pretraining text replayed during SFT (default: %(default)s)")
     parser.add_argument("--replay-weight", type=float, default=None,
                         help="gamma: weight of the replayed next-token loss; 0 = no replay "
-                        f"(default: {REPLAY_WEIGHT:g}, 0 with --init scratch)")
+                        f"(default: {REPLAY_WEIGHT:g}, 0 with --init scratch or --lora-rank)")
     parser.add_argument("--replay-windows", type=int, default=16,
                         help="corpus windows (of the full context) replayed per micro-batch (default: %(default)s)")
     parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
@@ -315,8 +317,8 @@ def main():
         # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
         # weights have nothing to keep, so both take bigger ones
         args.lr = SCRATCH_LR if from_scratch else LORA_LR if args.lora_rank else FULL_LR
-    if args.replay_weight is None:  # from scratch there is no pretraining to keep
-        args.replay_weight = 0.0 if from_scratch else REPLAY_WEIGHT
+    if args.replay_weight is None:  # nothing to keep from scratch; LoRA's frozen W keeps it already
+        args.replay_weight = 0.0 if from_scratch or args.lora_rank else REPLAY_WEIGHT
     if args.replay_weight < 0:
         raise M.UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
     M.set_seed(args.seed)

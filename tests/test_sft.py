@@ -184,6 +184,7 @@ def test_lora_sft_saves_a_merged_plain_transformer(tmp_path, tok):
     assert result.returncode == 0, result.stderr[-2000:]
     _, s = summary(tmp_path)
     assert 0 < s["trainable_fraction"] < 0.2
+    assert "replay: off" in result.stdout and s["replay_weight"] == 0  # the frozen W keeps pretraining
     net, _, ckpt = M.load_model(str(tmp_path / "sft.pt"))  # loads as a plain Transformer
     assert ckpt["lora"]["rank"] == 2 and all(k.endswith(("lora_A", "lora_B")) for k in ckpt["lora"]["state"])
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
