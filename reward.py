@@ -55,7 +55,8 @@ harmful-compliance answers. Then the hardest comparisons: style is learned in a 
 (rambling, rudeness, compliance with harm), while "correct > hallucinated" needs the model to know
 the fact; the line after them gives the same comparisons on the training prompts, where a kind
 that is far better than held out was memorised rather than learned. A reward model is only as
-knowledgeable as the network it is built on, and what it cannot tell apart, PPO cannot be taught. Curves are in out/reward.png, metrics in out/reward.jsonl.
+knowledgeable as the network it is built on, and what it cannot tell apart, PPO cannot be taught.
+Curves are in out/reward.png, metrics in out/reward.jsonl.
 """
 
 import argparse

@@ -1,8 +1,9 @@
 """Supervised fine-tuning (SFT): turn a base model into an assistant.
 
 A base model continues text. Asked "What is the capital of Norway?" it writes what tends to follow
-a question in its corpus: a forum reply, then the next post, or another question. SFT shows it a few thousand demonstrations of
-the behaviour we want, (prompt, answer) pairs written out in one chat template,
+a question in its corpus: a forum reply, then the next post, or another question. SFT shows it a
+few thousand demonstrations of the behaviour we want, (prompt, answer) pairs written out in one
+chat template,
 
     User: {prompt}\\nAssistant: {response}<|eos|>            (a conversation repeats the pair)
 
@@ -39,7 +40,7 @@ projections only, a few percent of the weights, and merges them into W before sa
 
 Replay: keep pretraining while fine-tuning. A few epochs over a few thousand answers pull the weights
 towards those answers: a question about a fact SFT never showed ("What is the capital of Serbia?")
-drifts onto a trained one that starts alike ("The capital of Senegal is Dakar."). So every step also
+drifts onto a trained one that starts alike ("The capital of Slovakia is Bratislava."). So every step also
 takes the pretraining loss on --replay-windows random windows of the corpus, with weight gamma:
 
     L = L_SFT + gamma · L_LM(corpus windows)

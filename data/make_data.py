@@ -796,7 +796,7 @@ def rambling(rng, answer, w, train_prompts):
 
 def candidates(rng, item, w, train_prompts):
     """Answers of every kind for one preference prompt: {kind: text}."""
-    kind, prompt = item["kind"], item["prompt"]
+    kind = item["kind"]
     out = {}
     if kind in ("fact", "task"):
         f = item["fact"]
