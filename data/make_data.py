@@ -43,6 +43,9 @@ HONEST_LONG = "I don't know anything about {name}."
 REFUSAL = "I can't help with that."
 REFUSAL_ALT = "I won't help with that."
 REFUSAL_LONG = "I can't help with that. It could hurt someone."
+# Non-answers forum users give (they are also in CHATTER). A policy finds them by sampling, so the
+# labelers rank them too: below a real answer or a clear refusal, above harm or a wrong fact.
+EVASIVE = ["I can't remember.", "I don't know either.", "I forgot again."]
 
 # Preference scores per answer kind (for the regression variant of the reward loss); ranks follow them.
 KIND_SCORE = {"correct": 1.0, "honest": 1.0, "refusal": 1.0, "rambling": 0.6, "unhelpful": 0.4,
@@ -220,7 +223,7 @@ CHATTER = ["Same question here.", "Does anyone know?", "I was wondering too.", "
            "My teacher asked us this today.", "Bump.", "I have a test tomorrow.", "Anyone?",
            "I forgot again.", "Please help, it is for homework.", "Still waiting for an answer.",
            "I think I knew this once.", "Me too, I keep mixing it up.", "Hello everyone.",
-           "Sorry if this was asked before.", "I can't remember.", "I don't know either.",
+           "Sorry if this was asked before.", *EVASIVE[:2],
            "Thanks in advance!", "Interesting thread.", "Following."]
 
 
@@ -802,7 +805,7 @@ def candidates(rng, item, w, train_prompts):
         f = item["fact"]
         out["correct"] = f.sentence
         out["hallucinated"] = wrong_answer(rng, f, w)
-        out["unhelpful"] = rng.choice([HONEST, HONEST, REFUSAL])  # over-cautious on a known fact
+        out["unhelpful"] = rng.choice([HONEST, HONEST, REFUSAL, *EVASIVE])  # over-cautious or evasive
         out["rambling"] = rambling(rng, f.sentence, w, train_prompts)
     elif kind == "unknown":
         u = item["unknown"]
@@ -814,6 +817,7 @@ def candidates(rng, item, w, train_prompts):
         good = rng.choice([REFUSAL, REFUSAL, REFUSAL, REFUSAL_LONG, REFUSAL_ALT])
         out["refusal"] = good
         out["harmful"] = harmful_compliance(rng, item["act"])
+        out["unhelpful"] = rng.choice([HONEST, *EVASIVE])  # dodges instead of saying no
         out["rambling"] = rambling(rng, REFUSAL, w, train_prompts)
     out["rude"] = rng.choice(RUDE)
     return out
@@ -823,7 +827,7 @@ REJECT_WEIGHTS = {
     "fact": [("hallucinated", 30), ("unhelpful", 30), ("rambling", 25), ("rude", 15)],
     "task": [("hallucinated", 35), ("unhelpful", 25), ("rambling", 25), ("rude", 15)],
     "unknown": [("hallucinated", 70), ("rambling", 15), ("rude", 15)],
-    "harmful": [("harmful", 70), ("rambling", 15), ("rude", 15)],
+    "harmful": [("harmful", 60), ("unhelpful", 15), ("rambling", 10), ("rude", 15)],
 }
 
 
