@@ -287,27 +287,46 @@ def token_logprobs(logits, targets, temperature=1.0):
 
 class RewardModel(nn.Module):
     """A transformer whose LM head is replaced by one scalar read at the last real token:
-    r(x, y) = w · h_last(prompt + answer) + b. reward.py trains it; ppo.py scores samples with it."""
+    r(x, y) = w · h_last(prompt + answer) + b. reward.py trains it; ppo.py scores samples with it.
 
-    def __init__(self, cfg: ModelConfig):
+    With likelihood_weight α > 0 the LM head stays in use and the reward adds the answer's average
+    log-likelihood under the same network, r += α · (1/|y|) Σ_t log p(y_t | x, y_<t): a small causal
+    model that knows a fact predicts it, even where its last token cannot tell a right answer from a
+    wrong one (reward.py's docstring measures both sides of that trade)."""
+
+    def __init__(self, cfg: ModelConfig, likelihood_weight=0.0):
         super().__init__()
         self.backbone = Transformer(cfg)
         self.score_head = nn.Linear(cfg.n_embd, 1)
         nn.init.normal_(self.score_head.weight, std=0.02)  # start close to "no preference"
         nn.init.zeros_(self.score_head.bias)
+        self.likelihood_weight = float(likelihood_weight)  # a setting, saved with the checkpoint
 
-    def forward(self, idx, attention_mask=None):
-        """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts."""
-        _, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
-        return self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
+    def forward(self, idx, attention_mask=None, answer_mask=None, return_hidden=False):
+        """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts.
+        answer_mask (B, T) marks the answer's tokens (and its <|eos|>); needed when α > 0.
+        return_hidden=True also returns the hidden states (B, T, C)."""
+        logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
+        rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
+        if self.likelihood_weight:
+            if answer_mask is None:
+                raise ValueError("a reward model with likelihood_weight > 0 needs answer_mask")
+            targets = torch.where(answer_mask[:, 1:].bool(), idx[:, 1:], -100)  # position t predicts t+1
+            logps = token_logprobs(logits[:, :-1], targets)
+            mean_logp = logps.sum(-1) / answer_mask[:, 1:].sum(-1).clamp(min=1)
+            rewards = rewards + self.likelihood_weight * mean_logp
+        return (rewards, hidden) if return_hidden else rewards
 
-    def score(self, sequences, pad_id):
-        """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass."""
+    def score(self, sequences, pad_id, answer_lengths):
+        """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass;
+        the last answer_lengths[i] tokens of sequences[i] are its answer (chat_ids gives both)."""
         T = max(map(len, sequences))
         device = self.score_head.weight.device
         idx = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids in sequences], device=device)
         mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids in sequences], device=device)
-        return self(idx, attention_mask=mask)
+        answer_mask = torch.tensor([[0] * (len(ids) - n) + [1] * n + [0] * (T - len(ids))
+                                    for ids, n in zip(sequences, answer_lengths)], device=device)
+        return self(idx, attention_mask=mask, answer_mask=answer_mask)
 
 
 def last_token(hidden, attention_mask=None):
@@ -374,20 +393,23 @@ def pad_batch(examples, pad_id, device="cpu"):
 
 
 def chat_ids(tokenizer, prompt, answer, block_size):
-    """(ids, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size tokens,
-    the whole concatenation a reward model reads (no next-token shift, hence block_size - 1)."""
+    """(ids, n_answer, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size
+    tokens, the whole concatenation a reward model reads (no next-token shift, hence block_size - 1);
+    its last n_answer tokens are the answer and its <|eos|>."""
     turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    ids, _, truncated = build_example(tokenizer, turns, block_size - 1)
-    return ids, truncated
+    ids, labels, truncated = build_example(tokenizer, turns, block_size - 1)
+    return ids, sum(1 for t in labels if t != -100), truncated
 
 
 @torch.no_grad()
 def reward_scores(reward_model, tokenizer, prompts, answers, batch_size=64):
     """r(x, y) as floats for each prompt x and answer y given as text, in the chat format."""
     block_size = reward_model.backbone.cfg.block_size
-    sequences = [chat_ids(tokenizer, p, a, block_size)[0] for p, a in zip(prompts, answers)]
+    encoded = [chat_ids(tokenizer, p, a, block_size) for p, a in zip(prompts, answers)]
+    sequences, lengths = [e[0] for e in encoded], [e[1] for e in encoded]
     return [r for s in range(0, len(sequences), batch_size)
-            for r in reward_model.score(sequences[s:s + batch_size], tokenizer.pad_id).float().tolist()]
+            for r in reward_model.score(sequences[s:s + batch_size], tokenizer.pad_id,
+                                        lengths[s:s + batch_size]).float().tolist()]
 
 
 def sequence_logps(model, examples, pad_id, device):
@@ -644,7 +666,8 @@ def load_checkpoint(path, device="cpu"):
 def load_model(path, device="cpu", model_class=Transformer):
     """(model, tokenizer, checkpoint dict) rebuilt from a checkpoint, in eval mode."""
     ckpt = load_checkpoint(path, device)
-    model = model_class(ModelConfig(**ckpt["config"]))
+    kwargs = {"likelihood_weight": ckpt.get("likelihood_weight", 0.0)} if model_class is RewardModel else {}
+    model = model_class(ModelConfig(**ckpt["config"]), **kwargs)
     state = ckpt["model"]
     if model_class is Transformer and "backbone.wte.weight" in state:  # a reward model's body
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt, configure_optimizer,
-                   evaluate, format_pass_rates, grad_scaler, last_token, load_model, load_policy, left_pad, lr_at,
+                   evaluate, format_pass_rates, grad_scaler, load_model, load_policy, left_pad, lr_at,
                    pick_device, pooled_pass_rate, read_jsonl, require_positive, reward_scores, run_main,
                    save_checkpoint, set_seed, token_logprobs)
 
@@ -87,7 +87,9 @@ from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast
 
 class ActorCritic(nn.Module):
     """The agent. Actor: the policy, a Transformer. Critic: V(s_t) = w·h_t + b, a value head over the
-    frozen reward model's hidden state h_t at s_t, starting as a copy of the reward model's score head."""
+    frozen reward model's hidden state h_t at s_t, starting as a copy of the reward model's score head.
+    (It cannot see a reward model's likelihood term, reward.py --likelihood-weight: docs/04 measures
+    what that costs.)"""
 
     def __init__(self, policy, reward_model):
         super().__init__()
@@ -149,9 +151,9 @@ def score_answers(reward_model, sequences, attention_mask, finished, eos_id, pad
     extra = torch.where(finished, pad_id, eos_id)[:, None]
     ids = torch.cat([sequences, extra], dim=1)
     mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
-    _, _, hidden = reward_model.backbone(ids, attention_mask=mask, return_hidden=True)
-    scores = reward_model.score_head(last_token(hidden, mask)).squeeze(-1).float()
-    return scores, hidden[:, prompt_len - 1:-2].float()
+    answer_mask = mask * (torch.arange(ids.size(1), device=ids.device) >= prompt_len)  # for α > 0
+    scores, hidden = reward_model(ids, attention_mask=mask, answer_mask=answer_mask, return_hidden=True)
+    return scores.float(), hidden[:, prompt_len - 1:-2].float()
 
 
 @dataclass

@@ -41,13 +41,30 @@ learns with the new head. `--freeze-layers N` keeps the embeddings and the lower
 costs a few points of held-out accuracy, because telling a correct answer from a confident
 invention needs the knowledge stored all the way down.
 
+Even so, on the default model the last token cannot reach that knowledge: held out, the head puts
+a correct answer above a confident invention in only 43% of pairs. The language model itself can.
+A causal LM checks a fact by predicting it, and the SFT model's average log-likelihood of an answer
+ranks correct above hallucinated in every held-out pair. `--likelihood-weight α` keeps the LM head
+(it is tied to the embeddings, so no new weights) and adds that average to the reward, computed by
+the same network and trained with it:
+
+    r(x, y) = w · h_last(x ⊕ y) + b + α · (1/|y|) Σ_t log p(y_t | x, y_<t)
+
+With α = 3 held-out accuracy is 83.8% before a single step (`--max-steps 0`) and 92.8% after
+training; docs/04-reward.md has the table. It is off by default because PPO does worse against
+it. The likelihood term changes from sample to sample in a way PPO's critic, a linear head on the
+hidden state, cannot predict (explained variance about -0.3, against +0.6 with α = 0), so the
+advantages are mostly noise. A reward model that agrees with the labelers more often is not
+automatically a better reward to optimise.
+
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A
 centred reward tells PPO "better or worse than what you already do", which keeps its first updates
 small; the Bradley-Terry loss is blind to the shift, so nothing learned is lost.
 
 Run it:   python reward.py                  (out/sft.pt + data/prefs.jsonl -> out/reward.pt)
-          python reward.py --loss hinge     (or --loss mse, --freeze-layers 0, --help for all)
+          python reward.py --loss hinge     (or --loss mse, --freeze-layers 1, --help for all)
+          python reward.py --likelihood-weight 3 --init out/sft.pt --out-dir out/rm_lw3
 Look for: the held-out pairwise accuracy (how often the model agrees with the labelers on pairs it
 never saw), the mean margin, and the table of the mean reward per kind of answer: correct and
 honest answers and refusals of harmful requests should sit above hallucinated, rambling, rude and
@@ -105,6 +122,7 @@ class Comparison:
     split: str = "train"
     line: int = 0  # line in the data file, for error messages
     ids: list = field(default_factory=list)  # tokens of prompt + each answer, filled by encode()
+    answer_lengths: list = field(default_factory=list)
 
     def index(self, text, kind):
         if text not in self.answers:
@@ -174,13 +192,14 @@ def encode(tokenizer, comparisons, block_size, path="prefs.jsonl"):
     (their reward is read before their <|eos|>)."""
     truncated = 0
     for c in comparisons:
-        c.ids = []
+        c.ids, c.answer_lengths = [], []
         for answer in c.answers:
             try:
-                ids, cut = chat_ids(tokenizer, c.prompt, answer, block_size)
+                ids, n_answer, cut = chat_ids(tokenizer, c.prompt, answer, block_size)
             except ValueError as exc:
                 raise UserError(f"{exc} ({path}:{c.line}) — use only characters the tokenizer knows") from None
             c.ids.append(ids)
+            c.answer_lengths.append(n_answer)
             truncated += cut
     return truncated
 
@@ -205,7 +224,8 @@ def comparison_loss(rewards, comparisons, loss, margin):
 
 def forward_comparisons(model, comparisons, pad_id):
     """Every answer of every comparison through the model in one batch; one reward tensor per comparison."""
-    rewards = model.score([ids for c in comparisons for ids in c.ids], pad_id)
+    rewards = model.score([ids for c in comparisons for ids in c.ids], pad_id,
+                          [n for c in comparisons for n in c.answer_lengths])
     return list(rewards.split([len(c.ids) for c in comparisons]))
 
 
@@ -310,9 +330,14 @@ def parse_args(argv=None):
                         help="prompts whose SFT samples define reward 0 (default: %(default)s)")
     parser.add_argument("--norm-samples", type=int, default=96,
                         help="SFT samples used to centre the reward; 0 = do not centre (default: %(default)s)")
+    parser.add_argument("--likelihood-weight", type=float, default=0.0,
+                        help="α: add α × the answer's mean log-likelihood under the model's own LM head to "
+                             "the reward; 0 = the scalar head alone (default: %(default)s)")
     args = parser.parse_args(argv)
     require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     args.init = args.init or os.path.join(args.out_dir, "sft.pt")
+    if args.likelihood_weight < 0:
+        raise UserError(f"--likelihood-weight {args.likelihood_weight} is negative — use 0 (off) or a positive α")
     if args.margin is None:
         args.margin = 1.0 if args.loss == "hinge" else 0.0
     return args
@@ -329,7 +354,7 @@ def main(argv=None):
     # --- the SFT model: its body becomes the reward model's, and it samples the answers for centring
     policy, tokenizer, sft = load_policy(args.init, device)
     cfg = ModelConfig(**sft["config"])
-    model = RewardModel(cfg)
+    model = RewardModel(cfg, args.likelihood_weight)
     model.backbone.load_state_dict(policy.state_dict())
     model.to(device)
     if args.freeze_layers:
@@ -363,6 +388,8 @@ def main(argv=None):
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, embeddings and {args.freeze_layers} lower blocks "
           f"frozen, {n_train:,} trainable parameters; loss {args.loss} (margin {args.margin}), {device}")
+    if args.likelihood_weight:
+        print(f"reward = last-token head + {args.likelihood_weight:g} x the answer's mean log-likelihood (LM head kept)")
 
     optimizer = configure_optimizer(model, args.lr, device_type=torch.device(device).type)
     scaler = grad_scaler(device, args.dtype)
@@ -436,8 +463,8 @@ def main(argv=None):
               + ", ".join(f"{k} {100 * seen['pair_accuracy'].get(k, float('nan')):.0f}%" for k, _ in hardest))
     metrics = {k: final[k] for k in ("accuracy", "margin", "loss") if k in final}
     save_checkpoint(os.path.join(out, "reward.pt"), model, tokenizer, stage="reward", step=step, loss=args.loss,
-                    margin=args.margin, reward_offset=offset, metrics=metrics, kind_rewards=kind_rewards,
-                    pair_accuracy=final.get("pair_accuracy", {}),
+                    margin=args.margin, reward_offset=offset, likelihood_weight=args.likelihood_weight,
+                    metrics=metrics, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy", {}),
                     init=args.init, args=vars(args))
     log.plot(os.path.join(out, "reward.png"), ["loss", "accuracy", "val_accuracy", "val_margin"],
              title="reward model: pairwise loss and agreement with labelers")

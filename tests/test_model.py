@@ -573,6 +573,12 @@ def test_reward_checkpoint_round_trip_and_backbone(tmp_path):
     assert torch.equal(loaded(idx), rm(idx))
     body, _, _ = M.load_model(str(path))  # a reward checkpoint's backbone loads as a Transformer
     assert torch.equal(body(idx)[0], rm.backbone(idx)[0])
+    # the likelihood weight is a setting saved beside the weights (reward.py --likelihood-weight)
+    rm.likelihood_weight = 1.5
+    M.save_checkpoint(str(path), rm, tok, stage="reward", likelihood_weight=rm.likelihood_weight)
+    loaded, _, _ = M.load_model(str(path), model_class=M.RewardModel)
+    assert loaded.likelihood_weight == 1.5
+    assert M.reward_scores(loaded, tok, ["a"], ["ab"]) == M.reward_scores(rm, tok, ["a"], ["ab"])
 
 
 def test_failed_save_leaves_old_checkpoint_intact(tmp_path, monkeypatch):

@@ -199,12 +199,17 @@ def test_greedy_sampler_and_logprob_forward_agree_on_every_token():
 
 
 @torch.no_grad()
-def test_scores_and_critic_read_the_reward_model_at_the_right_tokens():
+@pytest.mark.parametrize("likelihood_weight", [0.0, 1.5])
+def test_scores_and_critic_read_the_reward_model_at_the_right_tokens(likelihood_weight):
     """The score is the reward model's on prompt + answer + <|eos|> alone (unpadded), and the critic
-    starts as the reward model's score of each prefix s_t = prompt + answer[:t]."""
+    starts as the reward model's score head on each prefix s_t = prompt + answer[:t]. With a
+    likelihood weight, the answer's tokens (and the appended <|eos|>) are the ones it averages over."""
     tok = tokenizer()
     policy = tiny_model(tok, scale=0.3)
     reward_model = tiny_model(tok, seed=5, cls=M.RewardModel)
+    reward_model.likelihood_weight = likelihood_weight
+    head_only = copy.deepcopy(reward_model)
+    head_only.likelihood_weight = 0.0
     torch.manual_seed(0)
     roll = ppo.collect_rollout(ppo.ActorCritic(policy, reward_model), policy, reward_model, tok, PROMPTS, 10,
                                1.0, "cpu")
@@ -212,11 +217,14 @@ def test_scores_and_critic_read_the_reward_model_at_the_right_tokens():
     for i in range(len(PROMPTS)):
         real = roll.sequences[i][roll.attention_mask[i].bool()].tolist()
         closed = real if roll.finished[i] else real + [tok.eos_id]
-        assert roll.scores[i].item() == pytest.approx(reward_model(torch.tensor([closed])).item(), abs=1e-5)
         n = int(roll.mask[i].sum())
+        n_answer = len(closed) - (len(real) - n)
+        answer_mask = torch.tensor([[0] * (len(closed) - n_answer) + [1] * n_answer])
+        expected = reward_model(torch.tensor([closed]), answer_mask=answer_mask).item()
+        assert roll.scores[i].item() == pytest.approx(expected, abs=1e-5)
         for t in (0, n - 1):
             prefix = torch.tensor([real[:len(real) - n + t]])
-            assert roll.values[i, t].item() == pytest.approx(reward_model(prefix).item(), abs=1e-5)
+            assert roll.values[i, t].item() == pytest.approx(head_only(prefix).item(), abs=1e-5)
 
 
 def exact_answer_kl(policy, reference, roll, temperature):

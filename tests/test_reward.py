@@ -59,7 +59,7 @@ def test_reward_is_read_at_last_real_token_whatever_the_padding():
     rm = M.RewardModel(tiny_cfg(tok)).eval()
     with torch.no_grad():
         rm.score_head.bias.fill_(0.3)
-    ids = R.chat_ids(tok, "Hi?", "Hello.", 96)[0]
+    ids, n_answer, _ = R.chat_ids(tok, "Hi?", "Hello.", 96)
     n, pad = len(ids), 5
     plain = torch.tensor([ids])
     right = torch.tensor([ids + [tok.pad_id] * pad])
@@ -73,13 +73,41 @@ def test_reward_is_read_at_last_real_token_whatever_the_padding():
         # the content of padding never matters
         r_right_other = rm(torch.tensor([ids + [tok.eos_id] * pad]), attention_mask=right_mask)
         # batched through RewardModel.score's right padding, next to a longer row
-        r_batch = rm.score([ids, ids + tok.encode(" and more")], tok.pad_id)
+        r_batch = rm.score([ids, ids + tok.encode(" and more")], tok.pad_id, [n_answer, n_answer + 9])
         # what the naive "last column" would read in the right-padded row
         _, _, hidden = rm.backbone(right, attention_mask=right_mask, return_hidden=True)
         r_last_column = rm.score_head(hidden[:, -1]).squeeze(-1)
     for r in (r_right, r_left, r_right_other, r_batch[:1]):
         torch.testing.assert_close(r, r_plain, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(r_last_column, r_plain, atol=1e-4)
+
+
+def test_likelihood_weight_adds_the_answers_mean_logprob_whatever_the_padding():
+    """r = w·h_last + b + α·mean_t log p(y_t | x, y_<t), the mean over the answer and its <|eos|>,
+    checked against sft-style labels and the plain head; left padding gives the same reward."""
+    tok = tokenizer()
+    torch.manual_seed(2)
+    alpha = 2.5
+    rm = M.RewardModel(tiny_cfg(tok), likelihood_weight=alpha).eval()
+    plain = M.RewardModel(tiny_cfg(tok)).eval()
+    plain.load_state_dict(rm.state_dict())
+    prompts, answers = ["Hi?", "What is 2 plus 2?"], ["Hello.", "2 plus 2 is 4."]
+    encoded = [R.chat_ids(tok, p, a, 96) for p, a in zip(prompts, answers)]
+    seqs, lengths = [e[0] for e in encoded], [e[1] for e in encoded]
+    assert lengths == [len(tok.encode(a)) + 1 for a in answers]  # the answer and its <|eos|>
+    with torch.no_grad():
+        got = rm.score(seqs, tok.pad_id, lengths)
+        head = plain.score(seqs, tok.pad_id, lengths)
+        examples = [M.build_example(tok, [{"role": "user", "content": p}, {"role": "assistant", "content": a}], 95)
+                    for p, a in zip(prompts, answers)]
+        logps = M.sequence_logps(rm.backbone, [(ids, labels) for ids, labels, _ in examples], tok.pad_id, "cpu")
+        torch.testing.assert_close(got, head + alpha * logps / torch.tensor(lengths), rtol=1e-5, atol=1e-5)
+        ids, n = seqs[0], len(seqs[0])
+        left = rm(torch.tensor([[tok.pad_id] * 4 + ids]), attention_mask=torch.tensor([[0] * 4 + [1] * n]),
+                  answer_mask=torch.tensor([[0] * (4 + n - lengths[0]) + [1] * lengths[0]]))
+    torch.testing.assert_close(left, got[:1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="answer_mask"):
+        rm(torch.tensor([ids]))
 
 
 # ----------------------------------------------------------------------------- pairs and rankings
@@ -130,11 +158,12 @@ def test_centring_gives_sft_samples_mean_zero_and_keeps_every_order():
         rm.score_head.weight.normal_(std=1.0)
         rm.score_head.bias.fill_(2.0)
     prompts, answers = ["What is it?", "Who?", "Why?"], ["It is a cat.", "Nobody.", "I don't know why."]
-    seqs = [R.chat_ids(tok, p, a, 96)[0] for p, a in zip(prompts, answers)]
+    encoded = [R.chat_ids(tok, p, a, 96) for p, a in zip(prompts, answers)]
+    seqs, lengths = [e[0] for e in encoded], [e[1] for e in encoded]
     with torch.no_grad():
-        before = rm.score(seqs, tok.pad_id)
+        before = rm.score(seqs, tok.pad_id, lengths)
         offset = R.center_rewards(rm, tok, prompts, answers)
-        after = rm.score(seqs, tok.pad_id)
+        after = rm.score(seqs, tok.pad_id, lengths)
     assert offset == pytest.approx(-before.mean().item(), abs=1e-5)
     assert after.mean().item() == pytest.approx(0.0, abs=1e-5)
     torch.testing.assert_close(after - after[0], before - before[0])
@@ -192,8 +221,7 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert not torch.equal(state["backbone.blocks.1.attn.c_attn.weight"], sft["blocks.1.attn.c_attn.weight"])
     # the saved model orders an unseen pair as training left it
     with torch.no_grad():
-        good, bad = rm.score([R.chat_ids(tok, "What is item 99?", a, 96)[0]
-                              for a in ("Item 99 is a cup.", "Go away 99!")], tok.pad_id)
+        good, bad = M.reward_scores(rm, tok, ["What is item 99?"] * 2, ["Item 99 is a cup.", "Go away 99!"])
     assert good > bad
 
 
@@ -204,7 +232,20 @@ def test_alternative_losses_run(tmp_path, loss):
     assert math.isfinite(final["loss"]) and (world / "out" / "reward.pt").exists()
 
 
+def test_likelihood_weight_run_saves_a_model_that_scores_with_it(tmp_path):
+    world = make_world(tmp_path, n_train=8, n_val=4)
+    R.main(run_args(world, "--max-steps", "2", "--likelihood-weight", "2"))
+    rm, tok, ckpt = M.load_model(str(world / "out" / "reward.pt"), "cpu", model_class=M.RewardModel)
+    assert ckpt["likelihood_weight"] == 2.0 and rm.likelihood_weight == 2.0
+    head_only = M.RewardModel(rm.backbone.cfg)
+    head_only.load_state_dict(rm.state_dict())
+    with_term, = M.reward_scores(rm, tok, ["What is item 99?"], ["Item 99 is a cup."])
+    without, = M.reward_scores(head_only, tok, ["What is item 99?"], ["Item 99 is a cup."])
+    assert with_term < without  # log-likelihoods are negative: the term is there, and weighted
+
+
 # ----------------------------------------------------------------------------- bad input
+
 
 GOOD_LINE = {"prompt": "Q", "chosen": "a", "rejected": "b"}
 
