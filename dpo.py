@@ -73,6 +73,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import lora
+from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, grad_scaler,
+                    load_checkpoint, lr_at, optimizer_step, pick_device, read_jsonl, require_positive, run_main,
+                    save_checkpoint, set_seed)
 import model as M
 
 
@@ -136,7 +139,7 @@ def all_pair_logps(model, encoded, pad_id, device, batch_size, dtype):
     by_length = sorted(range(len(encoded)), key=lambda i: max(len(ids) for ids, _ in encoded[i]))
     for start in range(0, len(encoded), batch_size):
         idx = by_length[start:start + batch_size]
-        with M.autocast(device, dtype):
+        with autocast(device, dtype):
             chosen[idx], rejected[idx] = pair_logps(model, [encoded[i] for i in idx], pad_id, device)
     return chosen, rejected
 
@@ -146,12 +149,12 @@ def all_pair_logps(model, encoded, pad_id, device, batch_size, dtype):
 def load_pairs(path):
     """Train and held-out preference pairs from data/prefs.jsonl, split by each record's "split"
     field (records without one train): a ranking's pairs stay together on one side."""
-    records = M.read_jsonl(path)
+    records = read_jsonl(path)
     train = [r for r in records if r.get("split", "train") == "train"]
     heldout = [r for r in records if r.get("split", "train") != "train"]
     train_pairs, heldout_pairs = M.preference_pairs(train, path), M.preference_pairs(heldout, path)
     if not train_pairs or not heldout_pairs:
-        raise M.UserError(f"need preference pairs with split \"train\" and held-out ones (\"val\"/\"test\"), "
+        raise UserError(f"need preference pairs with split \"train\" and held-out ones (\"val\"/\"test\"), "
                           f"found {len(train_pairs)} and {len(heldout_pairs)} ({path}) — "
                           "mark some records with another \"split\" (data/make_data.py does)")
     return train_pairs, heldout_pairs
@@ -170,7 +173,7 @@ def stored_or_evaluated(ckpt, path, eval_records, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
                                      "data/prefs.jsonl against a frozen reference, with no reward model.")
-    M.add_common_args(parser, data="data/prefs.jsonl", max_steps=100, batch_size=16,
+    add_common_args(parser, data="data/prefs.jsonl", max_steps=100, batch_size=16,
                       lr=5e-5, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
@@ -189,16 +192,16 @@ def main(argv=None):
     parser.epilog = "--init defaults to <out-dir>/sft.pt, the start and the frozen reference."
     args = parser.parse_args(argv)
     args.init = args.init or os.path.join(args.out_dir, "sft.pt")
-    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
+    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     if args.beta <= 0:
-        raise M.UserError(f"--beta must be positive, got {args.beta} — try 0.1")
+        raise UserError(f"--beta must be positive, got {args.beta} — try 0.1")
     if not 0 <= args.label_smoothing < 0.5:
-        raise M.UserError(f"--label-smoothing must be in [0, 0.5), got {args.label_smoothing} — try 0.1")
+        raise UserError(f"--label-smoothing must be in [0, 0.5), got {args.label_smoothing} — try 0.1")
     if args.label_smoothing and args.loss == "ipo":
-        raise M.UserError("--label-smoothing applies to --loss sigmoid only — drop one of the two")
+        raise UserError("--label-smoothing applies to --loss sigmoid only — drop one of the two")
     start_time = time.time()
-    M.set_seed(args.seed)
-    device = M.pick_device(args.device)
+    set_seed(args.seed)
+    device = pick_device(args.device)
 
     policy, tokenizer, ckpt = M.load_policy(args.init, device)
     train_pairs, heldout_pairs = load_pairs(args.data)
@@ -207,7 +210,7 @@ def main(argv=None):
     available, budget = len(train_pairs), args.max_steps * args.batch_size * args.grad_accum
     train_pairs = random.sample(train_pairs, min(budget, available))
     # cloze prompts test raw-text continuation, a pretraining skill; DPO is judged as an assistant
-    eval_records = [r for r in M.read_jsonl(args.eval_data, required=("prompt", "kind", "answers"))
+    eval_records = [r for r in read_jsonl(args.eval_data, required=("prompt", "kind", "answers"))
                     if r["kind"] != "cloze"]
     train_enc, cut = encode_pairs(tokenizer, train_pairs, policy.cfg.block_size)
     heldout_enc, cut_heldout = encode_pairs(tokenizer, heldout_pairs, policy.cfg.block_size)
@@ -232,14 +235,14 @@ def main(argv=None):
         lora.apply_lora(policy, args.lora_rank, args.lora_alpha, targets)  # B = 0: starts as π_ref
     trainable, total = lora.count_parameters(policy)
     # no weight decay: it pulls weights towards zero, not towards the reference we want to stay near
-    optimizer = M.configure_optimizer(policy, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
-    scaler = M.grad_scaler(device, args.dtype)
+    optimizer = configure_optimizer(policy, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
+    scaler = grad_scaler(device, args.dtype)
     model = torch.compile(policy) if args.compile else policy
 
     def heldout_rewards(chosen, rejected):
         return dpo_loss(chosen, rejected, *heldout_ref, args.beta, args.label_smoothing, args.loss)
 
-    log = M.MetricsLog(os.path.join(args.out_dir, "dpo.jsonl"))
+    log = MetricsLog(os.path.join(args.out_dir, "dpo.jsonl"))
     order, cursor = [], 0
     best_val, bad_evals = float("inf"), 0
     # at step 0 the policy is the reference, so its held-out log-probs are heldout_ref: no pass needed
@@ -251,7 +254,7 @@ def main(argv=None):
           + (f", LoRA rank {args.lora_rank}" if args.lora_rank else "") + ")")
     step, bar = 0, tqdm(range(1, args.max_steps + 1), desc="dpo", dynamic_ncols=True)
     for step in bar:
-        lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
+        lr = lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         stats = []
@@ -260,7 +263,7 @@ def main(argv=None):
                 order, cursor = random.sample(range(len(train_enc)), len(train_enc)), 0
             idx = order[cursor:cursor + args.batch_size]
             cursor += args.batch_size
-            with M.autocast(device, args.dtype):
+            with autocast(device, args.dtype):
                 chosen, rejected = pair_logps(model, [train_enc[i] for i in idx], tokenizer.pad_id, device)
             loss, chosen_rewards, rejected_rewards = dpo_loss(
                 chosen, rejected, ref_chosen[idx], ref_rejected[idx], args.beta, args.label_smoothing, args.loss)
@@ -268,7 +271,7 @@ def main(argv=None):
             if args.rpo_alpha:  # RPO: also raise the chosen answer itself, per token
                 loss = loss - args.rpo_alpha * (chosen / chosen_tokens[idx]).mean()
             scaler.scale(loss / args.grad_accum).backward()
-        M.optimizer_step(optimizer, scaler, policy.parameters())
+        optimizer_step(optimizer, scaler, policy.parameters())
 
         if step % args.log_interval == 0 or step == args.max_steps:
             metrics = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
@@ -301,11 +304,11 @@ def main(argv=None):
     columns = {"sft": sft_rates}
     ppo_path = os.path.join(args.out_dir, "ppo.pt")
     if os.path.exists(ppo_path):
-        columns["ppo"] = stored_or_evaluated(M.load_checkpoint(ppo_path, device), ppo_path, eval_records, device)
+        columns["ppo"] = stored_or_evaluated(load_checkpoint(ppo_path, device), ppo_path, eval_records, device)
     columns["dpo"] = dpo_rates
     print(M.format_pass_rates(columns))
 
-    M.save_checkpoint(os.path.join(args.out_dir, "dpo.pt"), policy, tokenizer, stage="dpo", step=step,
+    save_checkpoint(os.path.join(args.out_dir, "dpo.pt"), policy, tokenizer, stage="dpo", step=step,
                       init=args.init, eval=dpo_rates, heldout=heldout, args=vars(args))
     log.plot(os.path.join(args.out_dir, "dpo.png"),
              ["loss", "val_loss", "val_rewards/accuracy", "val_rewards/margin", "val_rewards/chosen", "val_rewards/rejected"],
@@ -325,4 +328,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    M.run_main(main)
+    run_main(main)

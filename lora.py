@@ -40,6 +40,7 @@ import os
 import torch
 import torch.nn as nn
 
+from common import DTYPES, UserError, autocast, pick_device, run_main, set_seed, unwrap
 import model as M
 
 
@@ -105,7 +106,7 @@ def apply_lora(model, rank, alpha, targets=DEFAULT_TARGETS, dropout=0.0):
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
     for target in targets:
         if not any(n == target or n.endswith("." + target) for n in names):
-            raise M.UserError(f"LoRA target {target!r} matches no linear layer — choose among "
+            raise UserError(f"LoRA target {target!r} matches no linear layer — choose among "
                               f"{', '.join(sorted({n.split('.', 2)[-1] for n in names}))}")
     for name in names:
         if any(name == t or name.endswith("." + t) for t in targets):
@@ -137,12 +138,12 @@ def load_lora_state_dict(model, state):
     expected = set(lora_state_dict(model))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise M.UserError(f"adapter weights do not fit the model (missing {missing[:2]}, unexpected "
+        raise UserError(f"adapter weights do not fit the model (missing {missing[:2]}, unexpected "
                           f"{extra[:2]}) — apply_lora with the rank and targets they were trained with")
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # same names, other shapes: a different rank
-        raise M.UserError(f"adapter weights do not fit the model: {str(exc).splitlines()[-1].strip()} — "
+        raise UserError(f"adapter weights do not fit the model: {str(exc).splitlines()[-1].strip()} — "
                           "apply_lora with the rank they were trained with") from None
     return model
 
@@ -163,12 +164,12 @@ def main():
     parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
                         help="comma-separated layer names to adapt (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=list(M.DTYPES), help="autocast precision (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="autocast precision (default: %(default)s)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the adapted model")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
     args = parser.parse_args()
-    M.set_seed(args.seed)
-    device = M.pick_device(args.device)
+    set_seed(args.seed)
+    device = pick_device(args.device)
     if os.path.exists(args.ckpt):
         net, _, _ = M.load_model(args.ckpt, device)
         print(f"checkpoint: {args.ckpt}")
@@ -176,7 +177,7 @@ def main():
         net = M.Transformer(M.ModelConfig()).to(device).eval()
         print(f"{args.ckpt} not found (run pretrain.py to make it): using a randomly initialised default model")
     x = torch.randint(0, net.cfg.vocab_size, (4, min(32, net.cfg.block_size)), device=device)
-    with torch.no_grad(), M.autocast(device, args.dtype):
+    with torch.no_grad(), autocast(device, args.dtype):
         base_logits = net(x)[0].float()
 
     targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
@@ -184,20 +185,20 @@ def main():
     net = torch.compile(net) if args.compile else net
     trainable, total = count_parameters(net)
     print(f"\n{'adapted layer':<24}{'W (frozen)':>12}{'A + B':>10}")
-    for name, layer in lora_layers(M.unwrap(net)):
+    for name, layer in lora_layers(unwrap(net)):
         print(f"{name:<24}{layer.base.weight.numel():>12,}{layer.lora_A.numel() + layer.lora_B.numel():>10,}")
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
-    with torch.no_grad(), M.autocast(device, args.dtype):
+    with torch.no_grad(), autocast(device, args.dtype):
         init_logits = net(x)[0].float()
     print(f"\nat init (B = 0): max |logits - base logits| = {(init_logits - base_logits).abs().max().item():.3g}")
 
     # stand-in for training: random adapters, large enough to change the logits visibly
     with torch.no_grad():
-        for _, layer in lora_layers(M.unwrap(net)):
+        for _, layer in lora_layers(unwrap(net)):
             layer.lora_B.normal_(std=0.02)
         adapted = net(x)[0].float()
-        merged = merge_lora(M.unwrap(net))
+        merged = merge_lora(unwrap(net))
         merged_logits = merged(x)[0].float()
     print(f"random adapters:  max |adapted - base|   = {(adapted - base_logits).abs().max().item():.3g}"
           f"  (the adapters change the function)")
@@ -208,4 +209,4 @@ def main():
 
 
 if __name__ == "__main__":
-    M.run_main(main)
+    run_main(main)

@@ -77,10 +77,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (MetricsLog, RewardModel, UserError, add_common_args, autocast, chat_prompt, configure_optimizer,
-                   evaluate, format_pass_rates, grad_scaler, load_model, load_policy, left_pad, lr_at,
-                   pick_device, pooled_pass_rate, read_jsonl, require_positive, reward_scores, run_main,
-                   save_checkpoint, set_seed, token_logprobs)
+from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, grad_scaler, lr_at,
+                    pick_device, read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
+from model import (RewardModel, chat_prompt, evaluate, format_pass_rates, left_pad, load_model, load_policy,
+                   pooled_pass_rate, reward_scores, token_logprobs)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic

@@ -63,10 +63,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
-from model import (ModelConfig, MetricsLog, Transformer, UserError, add_common_args, autocast, configure_optimizer,
-                   encode_corpus, evaluate, flops_per_token, format_pass_rates, generate_answers, grad_scaler,
-                   load_checkpoint, load_model, lr_at, optimizer_step, peak_flops, pick_device, random_windows,
-                   read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
+from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, encode_corpus,
+                    flops_per_token, grad_scaler, load_checkpoint, lr_at, optimizer_step, peak_flops, pick_device,
+                    random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
+from model import ModelConfig, Transformer, evaluate, format_pass_rates, generate_answers, load_model
 
 
 # ----------------------------------------------------------------------------- text -> tokens

@@ -86,9 +86,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (MetricsLog, ModelConfig, RewardModel, UserError, add_common_args, autocast, chat_ids,
-                   configure_optimizer, generate_answers, grad_scaler, load_policy, lr_at, optimizer_step, pick_device,
-                   preference_pairs, read_jsonl, require_positive, reward_scores, run_main, save_checkpoint, set_seed)
+from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, grad_scaler, lr_at,
+                    optimizer_step, pick_device, read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
+from model import ModelConfig, RewardModel, chat_ids, generate_answers, load_policy, preference_pairs, reward_scores
 
 
 # ----------------------------------------------------------------------------- the losses

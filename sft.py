@@ -81,6 +81,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, encode_corpus, grad_scaler,
+                    lr_at, optimizer_step, pick_device, random_windows, read_jsonl, read_text, require_positive,
+                    run_main, save_checkpoint, set_seed)
 import model as M
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
 
@@ -98,13 +101,13 @@ def record_turns(record, where="sft data"):
         roles = [t.get("role") if isinstance(t, dict) else None for t in turns]
         expected = ["user", "assistant"] * (len(turns) // 2)
         if not turns or roles != expected or not all(isinstance(t.get("content"), str) for t in turns):
-            raise M.UserError(f"conversation must alternate user/assistant turns with string content and end "
+            raise UserError(f"conversation must alternate user/assistant turns with string content and end "
                               f"with the assistant ({where}) — fix the record's roles")
         return [{"role": t["role"], "content": t["content"]} for t in turns]
     if "instruction" in record and "output" in record:
         prompt = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
-    raise M.UserError(f"record has neither \"conversation\" nor \"instruction\" + \"output\" ({where}) — "
+    raise UserError(f"record has neither \"conversation\" nor \"instruction\" + \"output\" ({where}) — "
                       "give it one of the two formats of data/README.md")
 
 
@@ -128,21 +131,21 @@ def render_example(tokenizer, ids, labels):
 
 def load_examples(path, tokenizer, block_size):
     """{"train": [(ids, labels)], "val": [...]}, the raw records, and how many were truncated."""
-    records = M.read_jsonl(path)
+    records = read_jsonl(path)
     splits, truncated = {"train": [], "val": []}, 0
     for i, record in enumerate(records, 1):
         where = f"{path}, record {i}"
         split = record.get("split", "train")
         if split not in splits:
-            raise M.UserError(f"unknown split {split!r} ({where}) — use \"train\" or \"val\"")
+            raise UserError(f"unknown split {split!r} ({where}) — use \"train\" or \"val\"")
         try:
             ids, labels, cut = build_example(tokenizer, record, block_size, where)
         except ValueError as exc:  # the tokenizer met a character it has no id for
-            raise M.UserError(f"{exc} ({where}) — use only characters of the pretraining corpus") from None
+            raise UserError(f"{exc} ({where}) — use only characters of the pretraining corpus") from None
         splits[split].append((ids, labels))
         truncated += cut
     if not splits["train"]:
-        raise M.UserError(f"no training examples ({path}) — records need \"split\": \"train\"")
+        raise UserError(f"no training examples ({path}) — records need \"split\": \"train\"")
     return splits, records, truncated
 
 
@@ -153,7 +156,7 @@ def freeze_bottom_layers(net, n):
     the input change least in fine-tuning. The token embedding is also the output head (tied), so it
     keeps training."""
     if not 0 <= n <= net.cfg.n_layer:
-        raise M.UserError(f"--freeze-layers {n} is out of range — the model has {net.cfg.n_layer} blocks")
+        raise UserError(f"--freeze-layers {n} is out of range — the model has {net.cfg.n_layer} blocks")
     if n == 0:
         return
     net.wpe.weight.requires_grad_(False)
@@ -179,7 +182,7 @@ def validation_loss(net, examples, batch_size, pad_id, device, dtype):
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
         x, y, mask = M.pad_batch(examples[i:i + batch_size], pad_id, device)
-        with M.autocast(device, dtype):
+        with autocast(device, dtype):
             _, loss = net(x, targets=y, attention_mask=mask)
         n = (y != -100).sum().item()
         total, count = total + loss.item() * n, count + n
@@ -209,8 +212,8 @@ def finetune(net, train, val, args, tokenizer, device, log, replay=None):
     token tensor (or None): each micro-batch then adds gamma times its next-token loss on random
     windows. Returns a dict of results."""
     replay_draws = torch.Generator().manual_seed(args.seed)  # its own stream: the SFT batches stay the same
-    optimizer = M.configure_optimizer(net, args.lr, device_type=torch.device(device).type)
-    scaler = M.grad_scaler(device, args.dtype)
+    optimizer = configure_optimizer(net, args.lr, device_type=torch.device(device).type)
+    scaler = grad_scaler(device, args.dtype)
     model = torch.compile(net) if args.compile else net
     stream = batches(train, args.batch_size, random.Random(args.seed))
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -228,24 +231,24 @@ def finetune(net, train, val, args, tokenizer, device, log, replay=None):
     model.train()
     bar = tqdm(range(1, args.max_steps + 1), desc=args.name, dynamic_ncols=True)
     for step in bar:
-        lr = M.lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
+        lr = lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum, replay_sum = 0.0, 0.0
         for _ in range(args.grad_accum):
             x, y, mask = M.pad_batch(next(stream), tokenizer.pad_id, device)
-            with M.autocast(device, args.dtype):
+            with autocast(device, args.dtype):
                 _, loss = model(x, targets=y, attention_mask=mask)
             total = loss
             if replay is not None:
-                window = M.random_windows(replay, args.replay_windows, net.cfg.block_size + 1, replay_draws).to(device)
-                with M.autocast(device, args.dtype):
+                window = random_windows(replay, args.replay_windows, net.cfg.block_size + 1, replay_draws).to(device)
+                with autocast(device, args.dtype):
                     _, replay_loss = model(window[:, :-1], targets=window[:, 1:])
                 total = loss + args.replay_weight * replay_loss
                 replay_sum += replay_loss.item() / args.grad_accum
             scaler.scale(total / args.grad_accum).backward()
             loss_sum += loss.item() / args.grad_accum
-        M.optimizer_step(optimizer, scaler, trainable)
+        optimizer_step(optimizer, scaler, trainable)
         metrics = dict(step=step, loss=loss_sum, lr=lr)
         if replay is not None:
             metrics["replay_loss"] = replay_sum
@@ -285,7 +288,7 @@ def side_by_side(base_graded, sft_graded):
 
 def main():
     parser = argparse.ArgumentParser(description="Supervised fine-tuning: base model + demonstrations -> assistant.")
-    M.add_common_args(parser, data="data/sft.jsonl", max_steps=600, batch_size=32, lr=None, warmup_steps=20,
+    add_common_args(parser, data="data/sft.jsonl", max_steps=600, batch_size=32, lr=None, warmup_steps=20,
                       eval_interval=50, log_interval=10, patience=3)
     parser.add_argument("--eval-data", default="data/eval.jsonl", help="prompts with gold answers (default: %(default)s)")
     parser.add_argument("--eval-limit", type=int, default=None,
@@ -308,12 +311,12 @@ def main():
                      f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
                      f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
     args = parser.parse_args()
-    M.require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
+    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
     start_time = time.time()
     from_scratch = args.init == "scratch"
     source = os.path.join(args.out_dir, "pretrain.pt") if from_scratch or args.init is None else args.init
     if args.lora_rank < 0 or args.freeze_layers < 0:
-        raise M.UserError("--lora-rank and --freeze-layers must be 0 or more")
+        raise UserError("--lora-rank and --freeze-layers must be 0 or more")
     if args.lr is None:
         # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
         # weights have nothing to keep, so both take bigger ones
@@ -321,9 +324,9 @@ def main():
     if args.replay_weight is None:  # nothing to keep from scratch; LoRA's frozen W keeps it already
         args.replay_weight = 0.0 if from_scratch or args.lora_rank else REPLAY_WEIGHT
     if args.replay_weight < 0:
-        raise M.UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
-    M.set_seed(args.seed)
-    device = M.pick_device(args.device)
+        raise UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
+    set_seed(args.seed)
+    device = pick_device(args.device)
 
     # the starting point: a pretrained checkpoint, or its architecture with random weights
     net, tokenizer, ckpt = M.load_policy(source, device)
@@ -333,7 +336,7 @@ def main():
     else:
         print(f"init: {source} (stage {ckpt.get('stage', '?')}, {net.num_params():,} parameters)")
     if tokenizer.pad_id == tokenizer.eos_id:
-        raise M.UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
+        raise UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
                           "retrain the tokenizer with distinct specials")
     block_size = net.cfg.block_size
 
@@ -349,7 +352,7 @@ def main():
 
     eval_records, base_rates, base_graded = [], {}, []
     if args.eval_limit != 0:
-        eval_records = eval_subset(M.read_jsonl(args.eval_data, required=("prompt", "kind", "answers")), args.eval_limit)
+        eval_records = eval_subset(read_jsonl(args.eval_data, required=("prompt", "kind", "answers")), args.eval_limit)
         print(f"\nevaluating the starting model on {len(eval_records)} prompts of {args.eval_data} ...")
         base_rates, base_graded = M.evaluate(net, tokenizer, eval_records, device)
 
@@ -365,9 +368,9 @@ def main():
 
     replay = None
     if args.replay_weight > 0:
-        ids = M.encode_corpus(M.read_text(args.replay_data), tokenizer, os.path.join(args.out_dir, "cache"))
+        ids = encode_corpus(read_text(args.replay_data), tokenizer, os.path.join(args.out_dir, "cache"))
         if len(ids) <= block_size + 1:
-            raise M.UserError(f"replay text too short: {len(ids)} tokens, fewer than one window of {block_size + 1} "
+            raise UserError(f"replay text too short: {len(ids)} tokens, fewer than one window of {block_size + 1} "
                               f"({args.replay_data}) — pass the pretraining corpus, or --replay-weight 0")
         replay = torch.from_numpy(ids)
         print(f"replay: {args.replay_windows} windows of {block_size + 1} tokens per batch from {args.replay_data} "
@@ -375,7 +378,7 @@ def main():
     else:
         print("replay: off")
 
-    log = M.MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
+    log = MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
     result = finetune(net, train, val, args, tokenizer, device, log, replay)
 
     # a LoRA model is saved merged: a plain transformer that every later stage loads as usual;
@@ -397,7 +400,7 @@ def main():
         side_by_side(base_graded, graded)
 
     path = os.path.join(args.out_dir, f"{args.name}.pt")
-    M.save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
+    save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
                       eval=rates, base_eval=base_rates, format_rate=formats, init=args.init or source, **extra)
     wall = time.time() - start_time
     log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "replay_loss", "lr"],
@@ -413,4 +416,4 @@ def main():
 
 
 if __name__ == "__main__":
-    M.run_main(main)
+    run_main(main)

@@ -25,9 +25,9 @@ Model FLOPs utilization says how close training runs to the hardware's limit:
 
     MFU = flops_per_token · tokens_per_second / peak_flops
 
-with flops_per_token = 6N + 12·n_layer·n_embd·T (model.flops_per_token; 2N forward and 4N backward
+with flops_per_token = 6N + 12·n_layer·n_embd·T (common.flops_per_token; 2N forward and 4N backward
 per token for N parameters, plus attention over T positions) and the accelerator's dense bfloat16
-peak (model.peak_flops; none for CPUs, so MFU is n/a there). Peak memory is
+peak (common.peak_flops; none for CPUs, so MFU is n/a there). Peak memory is
 torch.cuda.max_memory_allocated on CUDA; on a CPU it is the process's resident-set high-water mark
 (getrusage ru_maxrss), reported whole and as the growth during training steps (gradients, AdamW's
 two moments, activations) over what the process held before the first step. Each training row
@@ -64,8 +64,9 @@ sys.path.insert(0, ROOT)  # the course files are flat modules at the repository 
 import torch  # noqa: E402
 
 from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer  # noqa: E402
-from model import (ModelConfig, SelfAttention, Transformer, UserError, autocast, configure_optimizer,  # noqa: E402
-                   flops_per_token, grad_scaler, peak_flops, pick_device, run_main, set_seed)
+from common import (UserError, autocast, configure_optimizer, flops_per_token, grad_scaler, peak_flops,  # noqa: E402
+                    pick_device, run_main, set_seed)
+from model import ModelConfig, SelfAttention, Transformer  # noqa: E402
 
 SECTIONS = ("bpe", "encode", "generate", "attention", "train", "memory")
 PROMPT_TOKENS = 16
@@ -565,15 +566,15 @@ def main(argv=None):
     if "train" in plan["only"]:
         results["train"] = bench_train(configs, plan, device)
         if torch.device(device).type == "cpu":
-            notes.setdefault("train", []).append("MFU is n/a on CPUs (model.peak_flops knows accelerators only).")
+            notes.setdefault("train", []).append("MFU is n/a on CPUs (common.peak_flops knows accelerators only).")
             if plan["threads"] > 1 and "default" in configs:
                 notes["train"].append(f"The 1-thread row repeats default float32 with torch.set_num_threads(1): when "
                                       f"other processes keep the cores busy (load average above), {plan['threads']} "
                                       "threads that meet at a barrier after every op wait for each other, and "
                                       "one thread can be much faster.")
         else:
-            notes.setdefault("train", []).append("MFU = model.flops_per_token (attention over the trained sequence "
-                                                 "length) × tokens/s / model.peak_flops, the dense bfloat16 peak, "
+            notes.setdefault("train", []).append("MFU = common.flops_per_token (attention over the trained sequence "
+                                                 "length) × tokens/s / common.peak_flops, the dense bfloat16 peak, "
                                                  "for every precision; float32 matmuls run on TF32 tensor cores.")
         if plan["variants"]["gpt2-small"] != plan["variants"]["default"] and "gpt2-small" in configs:
             notes.setdefault("train", []).append(f"--quick on CPU: gpt2-small runs float32 only, with "

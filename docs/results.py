@@ -19,8 +19,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import read_jsonl, run_main  # noqa: E402
 from model import (EVAL_KINDS, RewardModel, build_example, evaluate, generate_answers, load_model,  # noqa: E402
-                   read_jsonl, reward_scores, run_main, sequence_logps)
+                   reward_scores, sequence_logps)
 
 ROWS = [  # (row name, checkpoint, metrics file with the stage's wall time, command that makes it)
     ("base", "pretrain.pt", "pretrain.jsonl", "python pretrain.py"),

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dpo as D
+import common as C
 import model as M
 from helpers import tokenizer, write_jsonl
 
@@ -131,7 +132,7 @@ def test_preference_pairs_expand_rankings():
     assert [(c, r) for _, c, r, *_ in pairs[:5]] == [("a", "b"), ("a", "c"), ("a", "c2"), ("b", "c"), ("b", "c2")]
     assert pairs[0] == ("q", "a", "b", "good", "ok", 0)
     assert pairs[5] == ("p", "x", "y", "honest", "rude", 1)
-    with pytest.raises(M.UserError, match="record 1"):
+    with pytest.raises(C.UserError, match="record 1"):
         M.preference_pairs([{"prompt": "p", "chosen": "x"}])
 
 
@@ -158,7 +159,7 @@ def toy_preferences(tmp_path):
 def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    M.save_checkpoint(init, tiny_model(tok, n_layer=1), tok, stage="sft", eval={"unknown": 0.0})  # as sft.py stores it
+    C.save_checkpoint(init, tiny_model(tok, n_layer=1), tok, stage="sft", eval={"unknown": 0.0})  # as sft.py stores it
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
@@ -179,7 +180,7 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
 def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    M.save_checkpoint(init, tiny_model(tok), tok, stage="sft", eval={"unknown": 0.0})
+    C.save_checkpoint(init, tiny_model(tok), tok, stage="sft", eval={"unknown": 0.0})
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
@@ -193,14 +194,14 @@ def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
 def test_bad_options_and_data_are_user_errors(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    M.save_checkpoint(init, tiny_model(tok), tok, stage="sft")
+    C.save_checkpoint(init, tiny_model(tok), tok, stage="sft")
     prefs, evals = toy_preferences(tmp_path)
     common = ["--init", str(init), "--eval-data", str(evals), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
-    with pytest.raises(M.UserError, match="label-smoothing"):
+    with pytest.raises(C.UserError, match="label-smoothing"):
         D.main(common + ["--data", str(prefs), "--label-smoothing", "0.7"])
     train_only = write_jsonl(tmp_path / "train_only.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(M.UserError, match="held-out"):
+    with pytest.raises(C.UserError, match="held-out"):
         D.main(common + ["--data", str(train_only)])
     # without --init the start (and reference) is <out-dir>/sft.pt, not out/sft.pt
-    with pytest.raises(M.UserError, match=str(tmp_path / "elsewhere" / "sft.pt")):
+    with pytest.raises(C.UserError, match=str(tmp_path / "elsewhere" / "sft.pt")):
         D.main(["--out-dir", str(tmp_path / "elsewhere"), "--data", str(prefs), "--device", "cpu"])

@@ -1,4 +1,4 @@
-"""Answer key for model.py: gradients, equivalences and properties of the transformer and the helpers
+"""Answer key for model.py and common.py: gradients, equivalences and properties of the transformer and the helpers
 every stage shares. Tiny configs throughout; gradchecks run in float64, where finite differences are
 accurate enough to catch a wrong backward."""
 
@@ -16,6 +16,7 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import bpe
+import common as C
 import model as M
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -478,7 +479,7 @@ def test_grade_matches_the_documented_rule_on_random_text():
 
 def test_configure_optimizer_decays_matrices_only():
     m = tiny_model(tiny_cfg(n_layer=2), dtype=torch.float32)
-    opt = M.configure_optimizer(m, lr=1e-3, weight_decay=0.1)
+    opt = C.configure_optimizer(m, lr=1e-3, weight_decay=0.1)
     decay = [g for g in opt.param_groups if g["weight_decay"] > 0]
     no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0]
     assert len(decay) == 1 and decay[0]["weight_decay"] == 0.1
@@ -497,7 +498,7 @@ def test_configure_optimizer_decays_matrices_only():
 
 
 def test_lr_at_warmup_and_cosine_endpoints():
-    lr = lambda s: M.lr_at(s, max_lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
+    lr = lambda s: C.lr_at(s, max_lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
     assert lr(0) == pytest.approx(0.1)
     assert lr(4) == pytest.approx(0.5)
     assert lr(9) == pytest.approx(1.0) and lr(10) == pytest.approx(1.0)
@@ -535,7 +536,7 @@ def saved_tiny(tmp_path, stage="pretrain", **cfg_kw):
     tok = make_tokenizer()
     m = tiny_model(tiny_cfg(vocab_size=tok.vocab_size, block_size=32, **cfg_kw), std=0.3, dtype=torch.float32)
     path = tmp_path / "ckpt" / "tiny.pt"
-    M.save_checkpoint(str(path), m, tok, stage=stage, step=7, metrics={"loss": 1.5})
+    C.save_checkpoint(str(path), m, tok, stage=stage, step=7, metrics={"loss": 1.5})
     return m, tok, path
 
 
@@ -553,10 +554,10 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 def test_checkpoint_of_wrapped_model_has_no_prefix(tmp_path):
     m, tok, _ = saved_tiny(tmp_path)
-    assert M.unwrap(Wrapped(m)) is m and M.unwrap(m) is m
+    assert C.unwrap(Wrapped(m)) is m and C.unwrap(m) is m
     path = tmp_path / "wrapped.pt"
-    M.save_checkpoint(str(path), Wrapped(m), tok)
-    ckpt = M.load_checkpoint(str(path))
+    C.save_checkpoint(str(path), Wrapped(m), tok)
+    ckpt = C.load_checkpoint(str(path))
     assert not any(k.startswith("module.") for k in ckpt["model"])
     loaded, _, _ = M.load_model(str(path))
     idx = torch.randint(0, tok.vocab_size, (1, 6))
@@ -567,7 +568,7 @@ def test_reward_checkpoint_round_trip_and_backbone(tmp_path):
     tok = make_tokenizer()
     rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
     path = tmp_path / "reward.pt"
-    M.save_checkpoint(str(path), rm, tok, stage="reward")
+    C.save_checkpoint(str(path), rm, tok, stage="reward")
     idx = torch.randint(0, tok.vocab_size, (2, 6))
     loaded, _, _ = M.load_model(str(path), model_class=M.RewardModel)
     assert torch.equal(loaded(idx), rm(idx))
@@ -575,7 +576,7 @@ def test_reward_checkpoint_round_trip_and_backbone(tmp_path):
     assert torch.equal(body(idx)[0], rm.backbone(idx)[0])
     # the likelihood weight is a setting saved beside the weights (reward.py --likelihood-weight)
     rm.likelihood_weight = 1.5
-    M.save_checkpoint(str(path), rm, tok, stage="reward", likelihood_weight=rm.likelihood_weight)
+    C.save_checkpoint(str(path), rm, tok, stage="reward", likelihood_weight=rm.likelihood_weight)
     loaded, _, _ = M.load_model(str(path), model_class=M.RewardModel)
     assert loaded.likelihood_weight == 1.5
     assert M.reward_scores(loaded, tok, ["a"], ["ab"]) == M.reward_scores(rm, tok, ["a"], ["ab"])
@@ -591,7 +592,7 @@ def test_failed_save_leaves_old_checkpoint_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        M.save_checkpoint(str(path), tiny_model(m.cfg, seed=1, dtype=torch.float32), tok)
+        C.save_checkpoint(str(path), tiny_model(m.cfg, seed=1, dtype=torch.float32), tok)
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == ["tiny.pt"]
 
@@ -603,26 +604,26 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     torch.load(str(path), weights_only=False)  # proves the file really carries code...
     assert marker.exists()
     marker.unlink()
-    with pytest.raises(M.UserError, match="cannot load checkpoint"):
-        M.load_checkpoint(str(path))
-    with pytest.raises(M.UserError):
+    with pytest.raises(C.UserError, match="cannot load checkpoint"):
+        C.load_checkpoint(str(path))
+    with pytest.raises(C.UserError):
         M.load_model(str(path))
     assert not marker.exists()  # ... which load_checkpoint never ran
 
 
 def test_bad_checkpoints_give_user_errors(tmp_path):
-    with pytest.raises(M.UserError, match="not found"):
-        M.load_checkpoint(str(tmp_path / "missing.pt"))
+    with pytest.raises(C.UserError, match="not found"):
+        C.load_checkpoint(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(M.UserError):
-        M.load_checkpoint(str(tmp_path / "junk.pt"))
+    with pytest.raises(C.UserError):
+        C.load_checkpoint(str(tmp_path / "junk.pt"))
     _, _, path = saved_tiny(tmp_path)
-    ckpt = M.load_checkpoint(str(path))
+    ckpt = C.load_checkpoint(str(path))
     ckpt["config"]["n_embd"] = 16  # weights of another shape than the config says
     torch.save(ckpt, str(tmp_path / "other.pt"))
-    with pytest.raises(M.UserError, match="does not fit"):
+    with pytest.raises(C.UserError, match="does not fit"):
         M.load_model(str(tmp_path / "other.pt"))
-    with pytest.raises(M.UserError, match="is not a reward model"):  # an LM checkpoint has no reward head
+    with pytest.raises(C.UserError, match="is not a reward model"):  # an LM checkpoint has no reward head
         M.load_model(str(path), model_class=M.RewardModel)
 
 
@@ -649,10 +650,10 @@ def test_cli_samples_from_checkpoint(tmp_path):
 
 def test_run_main_turns_user_error_into_one_line_and_exit_2(tmp_path, capsys):
     def main():
-        M.load_checkpoint(str(tmp_path / "nope.pt"))
+        C.load_checkpoint(str(tmp_path / "nope.pt"))
 
     with pytest.raises(SystemExit) as exit_info:
-        M.run_main(main)
+        C.run_main(main)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint not found") and " — " in err and err.count("\n") == 1
@@ -671,7 +672,7 @@ def test_cli_scores_answers_with_a_reward_model(tmp_path):
     tok = make_tokenizer()
     rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
     path = tmp_path / "reward.pt"
-    M.save_checkpoint(str(path), rm, tok, stage="reward")
+    C.save_checkpoint(str(path), rm, tok, stage="reward")
     answers = ["ab", "ba"]
     proc = run_cli("--ckpt", str(path), "--prompt", "a", "--answer", answers[0], "--answer", answers[1],
                    "--device", "cpu")
@@ -691,8 +692,8 @@ def test_load_policy_refuses_masked_lm_and_reward_checkpoints(tmp_path):
              "pretrain", "masked-LM"),
             ("rm.pt", tiny_model(tiny_cfg(vocab_size=tok.vocab_size), dtype=torch.float32, cls=M.RewardModel),
              "reward", "is a reward model")):
-        M.save_checkpoint(str(tmp_path / name), net, tok, stage=stage)
-        with pytest.raises(M.UserError, match=message):
+        C.save_checkpoint(str(tmp_path / name), net, tok, stage=stage)
+        with pytest.raises(C.UserError, match=message):
             M.load_policy(str(tmp_path / name))
     _, _, path = saved_tiny(tmp_path)
     assert M.load_policy(str(path))[0].cfg.causal
@@ -700,6 +701,6 @@ def test_load_policy_refuses_masked_lm_and_reward_checkpoints(tmp_path):
 
 def test_require_positive_names_the_flag():
     from argparse import Namespace
-    M.require_positive(Namespace(batch_size=1, grad_accum=3), "batch_size", "grad_accum")
-    with pytest.raises(M.UserError, match="--grad-accum must be at least 1, got 0"):
-        M.require_positive(Namespace(batch_size=1, grad_accum=0), "batch_size", "grad_accum")
+    C.require_positive(Namespace(batch_size=1, grad_accum=3), "batch_size", "grad_accum")
+    with pytest.raises(C.UserError, match="--grad-accum must be at least 1, got 0"):
+        C.require_positive(Namespace(batch_size=1, grad_accum=0), "batch_size", "grad_accum")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+import common as C
 import model as M
 from helpers import tokenizer, write_jsonl
 import ppo
@@ -276,8 +277,8 @@ def test_adaptive_kl_controller_moves_beta_towards_target():
 
 def setup_stage(tmp_path):
     tok = tokenizer()
-    M.save_checkpoint(tmp_path / "sft.pt", tiny_model(tok, scale=0.1), tok, stage="sft")
-    M.save_checkpoint(tmp_path / "reward.pt", tiny_model(tok, seed=3, cls=M.RewardModel), tok, stage="reward")
+    C.save_checkpoint(tmp_path / "sft.pt", tiny_model(tok, scale=0.1), tok, stage="sft")
+    C.save_checkpoint(tmp_path / "reward.pt", tiny_model(tok, seed=3, cls=M.RewardModel), tok, stage="reward")
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p, "kind": "fact"} for p in PROMPTS])
     evals = write_jsonl(tmp_path / "eval.jsonl", [
         {"prompt": "Who is Zorp?", "kind": "unknown", "answers": ["I don't know."]},
@@ -310,7 +311,7 @@ def test_short_run_updates_policy_freezes_reference_and_writes_checkpoint(tmp_pa
 def test_missing_reward_model_is_a_user_error(tmp_path):
     common = setup_stage(tmp_path)
     args = ppo.parse_args(common + ["--reward-model", str(tmp_path / "nope.pt")])
-    with pytest.raises(M.UserError, match="nope.pt"):
+    with pytest.raises(C.UserError, match="nope.pt"):
         ppo.run(args)
 
 

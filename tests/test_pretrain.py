@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-import model as M
+import common as C
 import pretrain
-from model import UserError, load_checkpoint, load_model
+from common import UserError, load_checkpoint
+from model import load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTRIES = [("Norway", "Oslo"), ("Peru", "Lima"), ("Japan", "Tokyo"), ("Egypt", "Cairo"),
@@ -75,7 +76,7 @@ def test_get_batch_clm_targets_are_next_tokens():
 
 def test_random_windows_are_contiguous_and_reach_both_ends():
     data = torch.arange(10, dtype=torch.int32)
-    windows = M.random_windows(data, 500, 4, torch.Generator().manual_seed(0))
+    windows = C.random_windows(data, 500, 4, torch.Generator().manual_seed(0))
     assert windows.shape == (500, 4) and windows.dtype == torch.long
     assert torch.equal(windows - windows[:, :1], torch.arange(4).expand(500, 4))  # consecutive tokens
     assert set(windows[:, 0].tolist()) == set(range(7))  # every start 0..len-length, the last window included

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+import common as C
 import model as M
 from helpers import tokenizer, write_jsonl
 import reward as R
@@ -176,7 +177,7 @@ def make_world(tmp_path, n_train=32, n_val=12):
     a polite answer beats a rambling one, which beats a rude one."""
     tok = tokenizer()
     torch.manual_seed(0)
-    M.save_checkpoint(str(tmp_path / "sft.pt"), M.Transformer(tiny_cfg(tok)), tok, stage="sft")
+    C.save_checkpoint(str(tmp_path / "sft.pt"), M.Transformer(tiny_cfg(tok)), tok, stage="sft")
     records = []
     for i in range(n_train + n_val):
         prompt, split = f"What is item {i}?", "train" if i < n_train else "val"
@@ -214,7 +215,7 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert ckpt["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
     assert ckpt["kind_rewards"]["correct"] > ckpt["kind_rewards"]["rude"]
     # --freeze-layers 1 keeps the embeddings and block 0 as SFT left them; the rest learned
-    sft = M.load_checkpoint(str(world / "sft.pt"))["model"]
+    sft = C.load_checkpoint(str(world / "sft.pt"))["model"]
     state = ckpt["model"]
     for name in ("wte.weight", "wpe.weight", "blocks.0.attn.c_attn.weight"):
         assert torch.equal(state["backbone." + name], sft[name])
@@ -263,7 +264,7 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
     path = tmp_path / "prefs.jsonl"
     bad = bad_line if isinstance(bad_line, str) else json.dumps(bad_line)
     path.write_text(json.dumps(GOOD_LINE) + "\n\n" + json.dumps(GOOD_LINE) + "\n" + bad + "\n")
-    with pytest.raises(M.UserError, match=message) as err:
+    with pytest.raises(C.UserError, match=message) as err:
         R.read_preferences(str(path))
     assert f"{path}:4" in str(err.value)
 
@@ -274,7 +275,7 @@ def test_command_line_reports_bad_data_with_exit_status_2(tmp_path, capsys, monk
         f.write('{"input": "Q", "choices": "a, b"}\n')
     monkeypatch.setattr("sys.argv", ["reward.py", *run_args(world, "--max-steps", "1")])
     with pytest.raises(SystemExit) as exit_info:
-        M.run_main(R.main)
+        C.run_main(R.main)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "prefs.jsonl:7)" in err and "\n" not in err

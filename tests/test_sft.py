@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import common as C
 import model as M
 from bpe import CharTokenizer
 from sft import build_example, format_rate, freeze_bottom_layers, record_turns, render_example
@@ -61,11 +62,11 @@ def test_instruction_with_input_joins_them_with_a_newline():
 
 
 def test_bad_records_are_user_errors():
-    with pytest.raises(M.UserError):
+    with pytest.raises(C.UserError):
         record_turns({"prompt": "x"})
-    with pytest.raises(M.UserError):
+    with pytest.raises(C.UserError):
         record_turns({"conversation": [{"role": "assistant", "content": "hi"}]})
-    with pytest.raises(M.UserError):  # must end with what the assistant says
+    with pytest.raises(C.UserError):  # must end with what the assistant says
         record_turns({"conversation": [{"role": "user", "content": "hi"}]})
 
 
@@ -126,7 +127,7 @@ def test_freeze_layers_stops_gradients_below_the_cut(tok):
     for name, p in net.named_parameters():
         frozen = name.startswith(("blocks.0.", "blocks.1.", "wpe."))
         assert (p.grad is None) == frozen, name
-    with pytest.raises(M.UserError):
+    with pytest.raises(C.UserError):
         freeze_bottom_layers(net, 4)
 
 
@@ -138,7 +139,7 @@ def test_format_rate_counts_one_sentence_answers_that_stop():
 def make_tiny_pretrain(tmp_path, tok):
     torch.manual_seed(0)
     net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32))
-    M.save_checkpoint(str(tmp_path / "pretrain.pt"), net, tok, stage="pretrain")
+    C.save_checkpoint(str(tmp_path / "pretrain.pt"), net, tok, stage="pretrain")
 
 
 def run_sft(tmp_path, *flags):
