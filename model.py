@@ -301,6 +301,7 @@ class RewardModel(nn.Module):
         return_hidden=True also returns the hidden states (B, T, C)."""
         logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
         rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
+        logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
         if self.likelihood_weight:
             if answer_mask is None:
                 raise ValueError("a reward model with likelihood_weight > 0 needs answer_mask")
@@ -308,7 +309,7 @@ class RewardModel(nn.Module):
             logps = token_logprobs(logits[:, :-1], targets)
             mean_logp = logps.sum(-1) / answer_mask[:, 1:].sum(-1).clamp(min=1)
             rewards = rewards + self.likelihood_weight * mean_logp
-        return (rewards, hidden) if return_hidden else rewards
+        return (rewards, hidden, logps) if return_hidden else rewards
 
     def score(self, sequences, pad_id, answer_lengths):
         """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass;

@@ -18,7 +18,10 @@ estimate of KL(π_θ || π_ref) ≥ 0. `--kl-coef` sets β. `--target-kl` turns 
 of Ziegler et al. (2019), β ← β · (1 + clip(KL/target - 1, -0.2, 0.2) · B/horizon), which raises β when
 the policy drifts past the target and lowers it when it stays close. The seed's form L_PPO + β·KL puts
 the same term in the loss. We follow InstructGPT and put it in the reward, so GAE credits it to the
-tokens that caused it.
+tokens that caused it. A reward model trained with `reward.py --likelihood-weight α` has a score
+that is itself partly a sum over tokens, α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid the
+same way, α · log p_RM(a_t|s_t) / |y| on token t, and only the rest of the score at the end
+(`per_token_rewards`). Paid at the end instead, it is a noise the critic cannot predict.
 
 Credit assignment. A critic V(s_t) predicts the return from token t onward. Generalised advantage
 estimation (GAE) blends its one-step errors:
@@ -89,8 +92,8 @@ from model import (RewardModel, chat_prompt, evaluate, format_pass_rates, left_p
 class ActorCritic(nn.Module):
     """The agent. Actor: the policy, a Transformer. Critic: V(s_t) = w·h_t + b, a value head over the
     frozen reward model's hidden state h_t at s_t, starting as a copy of the reward model's score head.
-    (It cannot see a reward model's likelihood term, reward.py --likelihood-weight: docs/04 measures
-    what that costs.)"""
+    (A reward model's likelihood term, reward.py --likelihood-weight, is paid token by token instead:
+    per_token_rewards.)"""
 
     def __init__(self, policy, reward_model):
         super().__init__()
@@ -148,13 +151,21 @@ def score_answers(reward_model, sequences, attention_mask, finished, eos_id, pad
     """Reward-model score of prompt + answer + <|eos|>, the form it was trained on: rows that did not
     finish get an <|eos|> appended in one extra column. Read at the last real token, as
     RewardModel.forward does; the same pass also yields the hidden states at the answer's states
-    s_t (columns prompt_len-1 ..), the critic's features. Returns (scores (B,), features (B, N, C))."""
+    s_t (columns prompt_len-1 ..), the critic's features, and the score's likelihood term split over
+    the answer tokens (zeros when the reward model has none; an appended <|eos|>'s share goes to the
+    last token). Returns (scores (B,), features (B, N, C), likelihood_rewards (B, N))."""
     extra = torch.where(finished, pad_id, eos_id)[:, None]
     ids = torch.cat([sequences, extra], dim=1)
     mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
     answer_mask = mask * (torch.arange(ids.size(1), device=ids.device) >= prompt_len)  # for α > 0
-    scores, hidden = reward_model(ids, attention_mask=mask, answer_mask=answer_mask, return_hidden=True)
-    return scores.float(), hidden[:, prompt_len - 1:-2].float()
+    scores, hidden, logps = reward_model(ids, attention_mask=mask, answer_mask=answer_mask, return_hidden=True)
+    N = sequences.size(1) - prompt_len
+    token_lp = logps[:, prompt_len - 1:prompt_len - 1 + N].float().clone()  # log p of answer token t
+    last = (attention_mask[:, prompt_len:].sum(-1) - 1).clamp(min=0)
+    token_lp[torch.arange(ids.size(0)), last] += logps[:, prompt_len - 1 + N].float()  # appended <|eos|>
+    n = answer_mask[:, 1:].sum(-1).clamp(min=1)[:, None]
+    likelihood_rewards = reward_model.likelihood_weight * token_lp / n
+    return scores.float(), hidden[:, prompt_len - 1:-2].float(), likelihood_rewards
 
 
 @dataclass
@@ -171,6 +182,7 @@ class Rollout:
     values: torch.Tensor          # (B, N) V_old(s_t)
     entropy: torch.Tensor         # (B, N) entropy of π_θ_old(·|s_t)
     scores: torch.Tensor          # (B,) reward-model score
+    likelihood_rewards: torch.Tensor  # (B, N) the score's likelihood term, token by token (0 if α = 0)
 
 
 @torch.no_grad()
@@ -194,11 +206,12 @@ def collect_rollout(agent, reference, reward_model, tokenizer, prompts, max_new_
     with autocast(device, dtype):
         logits, _ = answer_outputs(agent.policy, sequences, attention_mask, P)
         ref_logits, _ = answer_outputs(reference, sequences, attention_mask, P)
-        scores, features = score_answers(reward_model, sequences, attention_mask, finished, tokenizer.eos_id,
-                                         tokenizer.pad_id, P)
+        scores, features, likelihood_rewards = score_answers(reward_model, sequences, attention_mask, finished,
+                                                             tokenizer.eos_id, tokenizer.pad_id, P)
     return Rollout(sequences, attention_mask, P, targets, mask, finished,
                    token_logprobs(logits, targets, temperature), token_logprobs(ref_logits, targets, temperature),
-                   features, agent.values(features) * mask, entropy_from_logits(logits, temperature) * mask, scores)
+                   features, agent.values(features) * mask, entropy_from_logits(logits, temperature) * mask, scores,
+                   likelihood_rewards * mask)
 
 
 # ----------------------------------------------------------------------------- rewards, KL and advantages
@@ -209,9 +222,15 @@ def kl_penalty(logprobs, ref_logprobs):
     return logprobs - ref_logprobs
 
 
-def per_token_rewards(scores, kl, mask, kl_coef):
-    """r_t = -β·kl_t on every answer token, plus the sequence score on the last one."""
+def per_token_rewards(scores, kl, mask, kl_coef, likelihood_rewards=None):
+    """r_t = -β·kl_t on every answer token, plus the sequence score on the last one. The likelihood
+    term of a score (reward.py --likelihood-weight) is a sum over tokens, so, like the KL penalty, it
+    is paid where it is earned: its token-t share on token t, the rest of the score on the last
+    token. The rewards of an answer still add up to score − β·Σ_t kl_t."""
     rewards = -kl_coef * kl * mask
+    if likelihood_rewards is not None:
+        rewards = rewards + likelihood_rewards * mask
+        scores = scores - (likelihood_rewards * mask).sum(-1)
     last = (mask.sum(-1).long() - 1).clamp(min=0)
     rewards[torch.arange(rewards.size(0)), last] += scores
     return rewards
@@ -413,7 +432,7 @@ def run(args):
                                args.temperature, device, args.dtype)
         kl = kl_penalty(roll.logprobs, roll.ref_logprobs) * roll.mask
         scores = roll.scores - args.missing_eos_penalty * (~roll.finished).float()
-        rewards = per_token_rewards(scores, kl, roll.mask, kl_ctl.value)
+        rewards = per_token_rewards(scores, kl, roll.mask, kl_ctl.value, roll.likelihood_rewards)
         advantages, returns = compute_gae(rewards, roll.values, roll.mask, args.gamma, args.lam)
         advantages = whiten(advantages, roll.mask)
         stats = ppo_update(agent, optimizer, scaler, roll, advantages, returns, args)

@@ -52,10 +52,9 @@ the same network and trained with it:
 
 With α = 3 held-out accuracy is 83.8% before a single step (`--max-steps 0`) and 92.8% after
 training; docs/04-reward.md has the table. It is off by default because PPO does worse against
-it. The likelihood term changes from sample to sample in a way PPO's critic, a linear head on the
-hidden state, cannot predict (explained variance about -0.3, against +0.6 with α = 0), so the
-advantages are mostly noise. A reward model that agrees with the labelers more often is not
-automatically a better reward to optimise.
+it: unknown + harmful 23.3% -> 35.6% against 41.1% with α = 0, and at α = 10 the policy answers
+"I don't know anything about." to everything, a string the likelihood term over-rates. A reward
+model that agrees with the labelers more often is not automatically a better reward to optimise.
 
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A

@@ -150,6 +150,12 @@ def test_reward_is_score_at_last_real_token_minus_kl():
     kl = torch.tensor([[0.1, 0.2, 0.3, 9.0], [0.5, 9.0, 9.0, 9.0]]) * mask
     r = ppo.per_token_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.5)
     assert torch.allclose(r, torch.tensor([[-0.05, -0.1, 2.0 - 0.15, 0], [-1.0 - 0.25, 0, 0, 0]]))
+    # a score with a likelihood term pays that term token by token; the total is unchanged
+    likelihood = torch.tensor([[-0.3, -0.2, -0.1, 7.0], [-0.4, 7.0, 7.0, 7.0]])  # 7.0: padding, ignored
+    r = ppo.per_token_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.5, likelihood_rewards=likelihood)
+    assert torch.allclose(r, torch.tensor([[-0.05 - 0.3, -0.1 - 0.2, (2.0 + 0.6 - 0.1) - 0.15, 0],
+                                           [-1.0 - 0.25, 0, 0, 0]]))
+    assert torch.allclose(r.sum(-1), torch.tensor([2.0 - 0.5 * 0.6, -1.0 - 0.5 * 0.5]))
 
 
 def rollout(policy, reference, tok, prompts, temperature, max_new_tokens=10, seed=0):
@@ -223,6 +229,10 @@ def test_scores_and_critic_read_the_reward_model_at_the_right_tokens(likelihood_
         answer_mask = torch.tensor([[0] * (len(closed) - n_answer) + [1] * n_answer])
         expected = reward_model(torch.tensor([closed]), answer_mask=answer_mask).item()
         assert roll.scores[i].item() == pytest.approx(expected, abs=1e-5)
+        # the likelihood term, paid token by token on the answer, adds up to its part of the score
+        head = head_only(torch.tensor([closed])).item()
+        assert roll.likelihood_rewards[i].sum().item() == pytest.approx(expected - head, abs=1e-5)
+        assert (roll.likelihood_rewards[i][roll.mask[i] == 0] == 0).all()
         for t in (0, n - 1):
             prefix = torch.tensor([real[:len(real) - n + t]])
             assert roll.values[i, t].item() == pytest.approx(head_only(prefix).item(), abs=1e-5)
