@@ -298,7 +298,8 @@ class RewardModel(nn.Module):
     def forward(self, idx, attention_mask=None, answer_mask=None, return_hidden=False):
         """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts.
         answer_mask (B, T) marks the answer's tokens (and its <|eos|>); needed when α > 0.
-        return_hidden=True also returns the hidden states (B, T, C)."""
+        return_hidden=True also returns the hidden states (B, T, C) and the log-likelihoods (B, T-1)
+        the likelihood term averages (column t: token t+1 on the answer; zeros off it and when α = 0)."""
         logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
         rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
         logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
