@@ -121,7 +121,7 @@ class Comparison:
     split: str = "train"
     line: int = 0  # line in the data file, for error messages
     ids: list = field(default_factory=list)  # tokens of prompt + each answer, filled by encode()
-    answer_lengths: list = field(default_factory=list)
+    answer_lengths: list = field(default_factory=list)  # tokens of each answer and its <|eos|> (ids end with them)
 
     def index(self, text, kind):
         if text not in self.answers:
