@@ -388,7 +388,8 @@ def main(argv=None):
     print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, embeddings and {args.freeze_layers} lower blocks "
           f"frozen, {n_train:,} trainable parameters; loss {args.loss} (margin {args.margin}), {device}")
     if args.likelihood_weight:
-        print(f"reward = last-token head + {args.likelihood_weight:g} x the answer's mean log-likelihood (LM head kept)")
+        print(f"reward = last-token head + {args.likelihood_weight:g} x the answer's mean log-likelihood "
+              "(LM head kept)")
 
     optimizer = configure_optimizer(model, args.lr, device_type=torch.device(device).type)
     scaler = grad_scaler(device, args.dtype)
