@@ -302,7 +302,7 @@ class RewardModel(nn.Module):
         the likelihood term averages (column t: token t+1 on the answer; zeros off it and when α = 0)."""
         logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
         rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
-        logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
+        logps = None
         if self.likelihood_weight:
             if answer_mask is None:
                 raise ValueError("a reward model with likelihood_weight > 0 needs answer_mask")
@@ -310,7 +310,11 @@ class RewardModel(nn.Module):
             logps = token_logprobs(logits[:, :-1], targets)
             mean_logp = logps.sum(-1) / answer_mask[:, 1:].sum(-1).clamp(min=1)
             rewards = rewards + self.likelihood_weight * mean_logp
-        return (rewards, hidden, logps) if return_hidden else rewards
+        if not return_hidden:
+            return rewards
+        if logps is None:  # only the PPO path asks for them; scoring alone allocates nothing extra
+            logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
+        return rewards, hidden, logps
 
     def score(self, sequences, pad_id, answer_lengths):
         """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass;
