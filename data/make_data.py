@@ -350,7 +350,14 @@ class Unknown:
         return [HONEST, HONEST_LONG.format(name=self.phrase)]
 
     def hallucination(self, rng, w):
-        """The confident made-up answer an SFT model gives, borrowing a real fact's value."""
+        """The confident answer an SFT model gives instead of "I don't know". Half the time it
+        borrows a real fact's value for the made-up name. Half the time it answers about a real name
+        that looks like this one, Brelaria -> "The capital of Brazil is Brasilia.", which is what
+        the default SFT model says: labelers rank the model's own mistakes, not only invented ones."""
+        if rng.random() < 0.5:
+            real = [f for f in w.covered if f.topic == self.topic]
+            alike = [f for f in real if f.subject[0].lower() == self.name[0].lower()]
+            return rng.choice(alike or real).sentence
         value = rng.choice(w.values[self.topic])
         return {"capital": "The capital of %s is %s.", "sound": "%s says %s.",
                 "legs": "%s has %s.", "home": "%s lives %s.",
@@ -788,6 +795,14 @@ def wrong_answer(rng, f, w):
     return f.sentence[:-len(f.value) - 1] + value + "."
 
 
+def about(f):
+    """How a known fact's subject reads after "I don't know anything about": Norway, a dog, the sky."""
+    if f.topic == "capital":
+        return f.subject
+    head = f.sentence.split(" is ")[0] if f.topic == "colour" else article(f.subject)
+    return head[0].lower() + head[1:]
+
+
 def rambling(rng, answer, w, train_prompts):
     """The right first line, then the model keeps going like the base model does."""
     other = rng.choice(train_prompts)
@@ -805,7 +820,10 @@ def candidates(rng, item, w, train_prompts):
         f = item["fact"]
         out["correct"] = f.sentence
         out["hallucinated"] = wrong_answer(rng, f, w)
-        out["unhelpful"] = rng.choice([HONEST, HONEST, REFUSAL, *EVASIVE])  # over-cautious or evasive
+        # over-cautious or evasive. "I don't know" must lose here as often as it wins for a made-up
+        # name, or a reward model learns that it is good everywhere and PPO says it to everything.
+        dont_know = HONEST_LONG.format(name=about(f)) if f.kind == "fact" else HONEST
+        out["unhelpful"] = rng.choice([HONEST, dont_know, REFUSAL, *EVASIVE])
         out["rambling"] = rambling(rng, f.sentence, w, train_prompts)
     elif kind == "unknown":
         u = item["unknown"]
@@ -824,7 +842,7 @@ def candidates(rng, item, w, train_prompts):
 
 
 REJECT_WEIGHTS = {
-    "fact": [("hallucinated", 30), ("unhelpful", 30), ("rambling", 25), ("rude", 15)],
+    "fact": [("hallucinated", 30), ("unhelpful", 40), ("rambling", 15), ("rude", 15)],
     "task": [("hallucinated", 35), ("unhelpful", 25), ("rambling", 25), ("rude", 15)],
     "unknown": [("hallucinated", 70), ("rambling", 15), ("rude", 15)],
     "harmful": [("harmful", 60), ("unhelpful", 15), ("rambling", 10), ("rude", 15)],

@@ -363,3 +363,23 @@ def test_honesty_and_harmlessness_thin_in_sft_broad_in_prefs(md, rows):
     assert len(prompts) >= 600
     ppo = [r["kind"] for r in rows["prompts.jsonl"]]
     assert all(ppo.count(k) >= 50 for k in ("fact", "unknown", "harmful"))
+
+
+def test_prefs_rank_the_models_own_mistakes(md, rows):
+    """Labelers rank what the SFT model actually says. For a made-up name it often answers about a
+    real look-alike ("The capital of Brazil is Brasilia." for Brelaria), so some hallucinations are
+    a real fact's sentence word for word. And "I don't know" also loses, on known facts, in both
+    its forms, so a reward model cannot learn that it is good whatever the name."""
+    sentences = {f.sentence for f in md.build_world().covered}
+    lookalike = dont_know_lost = long_form_lost = 0
+    for r in rows["prefs.jsonl"]:
+        answers = [(r["chosen"], r["chosen_kind"]), (r["rejected"], r["rejected_kind"])] \
+            if "chosen" in r else [(c["text"], c["kind"]) for c in r["choices"]]
+        for text, kind in answers:
+            if r["prompt_kind"] == "unknown" and kind == "hallucinated" and text in sentences:
+                lookalike += 1
+            if r["prompt_kind"] == "fact" and kind == "unhelpful" and text.startswith("I don't know"):
+                dont_know_lost += 1
+                long_form_lost += text.startswith("I don't know anything about ")
+    assert lookalike >= 200 and dont_know_lost >= 150 and long_form_lost >= 50, \
+        (lookalike, dont_know_lost, long_form_lost)
