@@ -18,9 +18,9 @@ estimate of KL(π_θ || π_ref) ≥ 0. `--kl-coef` sets β. `--target-kl` turns 
 of Ziegler et al. (2019), β ← β · (1 + clip(KL/target - 1, -0.2, 0.2) · B/horizon), which raises β when
 the policy drifts past the target and lowers it when it stays close. The seed's form L_PPO + β·KL puts
 the same term in the loss. We follow InstructGPT and put it in the reward, so GAE credits it to the
-tokens that caused it. A reward model trained with `reward.py --likelihood-weight α` has a score
-that is itself partly a sum over tokens, α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid the
-same way, α · log p_RM(a_t|s_t) / |y| on token t, and only the rest of the score at the end
+tokens that caused it. The default reward model (reward.py, `--likelihood-weight` α = 3) has a
+score that is itself partly a sum over tokens, α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid
+the same way, α · log p_RM(a_t|s_t) / |y| on token t, and only the rest of the score at the end
 (`per_token_rewards`). Paid at the end instead, it is a noise the critic cannot predict.
 
 Credit assignment. A critic V(s_t) predicts the return from token t onward. Generalised advantage
@@ -348,7 +348,7 @@ CHAT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, data="data/prompts.jsonl", max_steps=40, batch_size=64, lr=2e-5,
+    add_common_args(p, data="data/prompts.jsonl", max_steps=160, batch_size=64, lr=2e-5,
                     warmup_steps=0, eval_interval=0, log_interval=5)
     a = p.add_argument
     a("--reward-model", default=None, help="reward checkpoint that scores answers (default: <out-dir>/reward.pt)")

@@ -50,11 +50,10 @@ the same network and trained with it:
 
     r(x, y) = w · h_last(x ⊕ y) + b + α · (1/|y|) Σ_t log p(y_t | x, y_<t)
 
-With α = 3 held-out accuracy is 83.8% before a single step (`--max-steps 0`) and 92.8% after
-training; docs/04-reward.md has the table. It is off by default because PPO does worse against
-it: unknown + harmful 23.3% -> 35.6% against 41.1% with α = 0, and at α = 10 the policy answers
-"I don't know anything about." to everything, a string the likelihood term over-rates. A reward
-model that agrees with the labelers more often is not automatically a better reward to optimise.
+The default is α = 3: docs/04-reward.md measures α from 0 to 10, with and without training, and
+what PPO makes of each. The term has a price. It rewards probable text, so a reward model that
+leans on it harder is easier to game: at α = 10 PPO answers "I don't know anything about." to
+everything. `--likelihood-weight 0` gives the plain scalar head.
 
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A
@@ -63,7 +62,7 @@ small; the Bradley-Terry loss is blind to the shift, so nothing learned is lost.
 
 Run it:   python reward.py                  (out/sft.pt + data/prefs.jsonl -> out/reward.pt)
           python reward.py --loss hinge     (or --loss mse, --freeze-layers 1, --help for all)
-          python reward.py --likelihood-weight 3 --init out/sft.pt --out-dir out/rm_lw3
+          python reward.py --likelihood-weight 0 --init out/sft.pt --out-dir out/rm_lw0   (head alone)
 Look for: the held-out pairwise accuracy (how often the model agrees with the labelers on pairs it
 never saw), the mean margin, and the table of the mean reward per kind of answer: correct and
 honest answers and refusals of harmful requests should sit above hallucinated, rambling, rude and
@@ -329,7 +328,7 @@ def parse_args(argv=None):
                         help="prompts whose SFT samples define reward 0 (default: %(default)s)")
     parser.add_argument("--norm-samples", type=int, default=96,
                         help="SFT samples used to centre the reward; 0 = do not centre (default: %(default)s)")
-    parser.add_argument("--likelihood-weight", type=float, default=0.0,
+    parser.add_argument("--likelihood-weight", type=float, default=3.0,
                         help="α: add α × the answer's mean log-likelihood under the model's own LM head to "
                              "the reward; 0 = the scalar head alone (default: %(default)s)")
     args = parser.parse_args(argv)
