@@ -173,11 +173,11 @@ def stored_or_evaluated(ckpt, path, eval_records, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
                                      "data/prefs.jsonl against a frozen reference, with no reward model.")
-    add_common_args(parser, data="data/prefs.jsonl", max_steps=100, batch_size=16,
+    add_common_args(parser, data="data/prefs.jsonl", max_steps=300, batch_size=16,
                       lr=5e-5, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
-    a("--beta", type=float, default=0.25, help="strength of the pull towards the reference; implicit reward "
+    a("--beta", type=float, default=0.5, help="strength of the pull towards the reference; implicit reward "
       "scale (default: %(default)s)")
     a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.0, help="assumed label noise ε of conservative DPO, "
