@@ -59,8 +59,8 @@ Choices made here:
 Run it:   python ppo.py                              (out/sft.pt + out/reward.pt → out/ppo.pt)
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
 The default β = 0.5 is measured, not folklore: docs/05-ppo.md runs β from 0 to 0.5 on the default
-models; at 0 and 0.1 this policy finds the reward model's blind spot within 40 steps, and at 0.3
-it already gives up 10 points of `fact`.
+models; at 0 and 0.1 this policy learns to answer "I don't know." to real questions too, and at
+0.3 it keeps the facts SFT showed but loses many that only pretraining saw.
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
 region holds; at the default lr 2e-5 the clip almost never binds: try a larger --lr to see it

@@ -42,7 +42,7 @@ costs a few points of held-out accuracy, because telling a correct answer from a
 invention needs the knowledge stored all the way down.
 
 Even so, on the default model the last token cannot reach that knowledge: held out, the head puts
-a correct answer above a confident invention in only 43% of pairs. The language model itself can.
+a correct answer above a confident invention in only 40% of pairs. The language model itself can.
 A causal LM checks a fact by predicting it, and the SFT model's average log-likelihood of an answer
 ranks correct above hallucinated in every held-out pair. `--likelihood-weight α` keeps the LM head
 (it is tied to the embeddings, so no new weights) and adds that average to the reward, computed by
@@ -52,8 +52,8 @@ the same network and trained with it:
 
 The default is α = 3: docs/04-reward.md measures α from 0 to 10, with and without training, and
 what PPO makes of each. The term has a price. It rewards probable text, so a reward model that
-leans on it harder is easier to game: at α = 10 PPO answers "I don't know anything about." to
-everything. `--likelihood-weight 0` gives the plain scalar head.
+leans on it harder is easier to game: at α = 10 PPO's reward-model score climbs highest while the
+held-out facts it answers fall from 85% to 66%. `--likelihood-weight 0` gives the plain scalar head.
 
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A
