@@ -6,9 +6,10 @@ polite refusal all look like fluent text. Asking people to score every answer PP
 too slow, so stage three trains a *reward model* that stands in for the human labelers: it reads a
 prompt and an answer and returns a scalar r(x, y), higher for answers people prefer.
 
-The network is the SFT transformer with its LM head replaced by a scalar head. As the readings
-describe, the input and each candidate answer are concatenated, here in the shared chat format
-`User: {x}\\nAssistant: {y}<|eos|>`, and the reward is read at the last real token:
+The network is the SFT transformer with a scalar head on top (by default its LM head stays too,
+for the likelihood term below). As the readings describe, the input and each candidate answer are
+concatenated, here in the shared chat format `User: {x}\\nAssistant: {y}<|eos|>`, and the head's
+reward is read at the last real token:
 
     r(x, y) = w · h_last(x ⊕ y) + b
 
