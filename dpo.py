@@ -56,11 +56,16 @@ Rankings of K answers in data/prefs.jsonl count as all K(K−1)/2 pairs they imp
 (model.preference_pairs, as in reward.py).
 
 Run it:  python dpo.py            (after sft.py; writes out/dpo.pt, out/dpo.png, out/dpo.jsonl)
-         python dpo.py --rpo-alpha 0 (plain DPO) | --loss ipo | --label-smoothing 0.1 | --lora-rank 8
-Look for: held-out rewards/accuracy climbing while rewards/margin grows (pairs that need facts the
-model does not know stay wrong: see the accuracy by rejected kind); rewards/chosen possibly turning
-negative; in the final table, how far `unknown` and `harmful` move from SFT and what `fact` pays
-for it (a smaller --beta moves further). Then talk to it: python model.py --ckpt out/dpo.pt
+         python dpo.py --rpo-alpha 0 (plain DPO) | --loss ipo | --label-smoothing 0.1 | --lora-rank 8 --lr 1e-3
+Look for: held-out rewards/accuracy climbing while rewards/margin grows; rewards/chosen possibly
+turning negative; the line that ranks the held-out pairs three ways. log π_ref alone already puts
+a known fact's correct answer above a hallucinated one, yet the implicit reward, which subtracts
+log π_ref, must learn each such preference again from the pairs, and misses some on new prompts.
+That gap, more than too few steps or too small a learning rate (docs/06-dpo.md sweeps both), keeps
+the implicit reward's accuracy below the explicit reward model's (reward.py keeps the likelihood in
+its reward). In the final table, how far `unknown` and `harmful` move from SFT and what `fact`
+pays for it (a smaller --beta moves further).
+Then talk to it: python model.py --ckpt out/dpo.pt
 """
 
 import argparse
@@ -106,6 +111,16 @@ def reward_metrics(loss, chosen_rewards, rejected_rewards, prefix=""):
             f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
             f"{prefix}rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
             f"{prefix}rewards/margin": (chosen_rewards - rejected_rewards).mean().item()}
+
+
+def accuracy_by(chosen_scores, rejected_scores, keys):
+    """How often the chosen answer scores higher than the rejected one: over all pairs ("all") and
+    per key (a kind of pair, say). Ties count as wrong, as in rewards/accuracy."""
+    groups = {"all": []}
+    for key, right in zip(keys, (chosen_scores > rejected_scores).tolist()):
+        groups["all"].append(right)
+        groups.setdefault(key, []).append(right)
+    return {key: sum(v) / len(v) for key, v in groups.items()}
 
 
 # ----------------------------------------------------------------------------- sequence log-probabilities
@@ -173,11 +188,11 @@ def stored_or_evaluated(ckpt, path, eval_records, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Direct Preference Optimization: align out/sft.pt on "
                                      "data/prefs.jsonl against a frozen reference, with no reward model.")
-    add_common_args(parser, data="data/prefs.jsonl", max_steps=300, batch_size=16,
-                      lr=5e-5, warmup_steps=10, eval_interval=50, log_interval=5)
+    add_common_args(parser, data="data/prefs.jsonl", max_steps=600, batch_size=16,
+                      lr=1e-4, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
-    a("--beta", type=float, default=0.5, help="strength of the pull towards the reference; implicit reward "
+    a("--beta", type=float, default=0.6, help="strength of the pull towards the reference; implicit reward "
       "scale (default: %(default)s)")
     a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.0, help="assumed label noise ε of conservative DPO, "
@@ -292,11 +307,22 @@ def main(argv=None):
     bar.close()
 
     # which preferences were learned: held-out accuracy by the kind of answer that should lose
-    by_kind = {}
-    for pair, right in zip(heldout_pairs, (last[1] > last[2]).tolist()):
-        by_kind.setdefault(pair[4] or "?", []).append(right)
+    rejected_kinds = [pair[4] or "?" for pair in heldout_pairs]
+    by_kind = accuracy_by(last[1], last[2], rejected_kinds)
     print("held-out reward accuracy by rejected kind: " + ", ".join(
-        f"{kind} {100 * sum(v) / len(v):.0f}% ({len(v)})" for kind, v in sorted(by_kind.items())))
+        f"{kind} {100 * by_kind[kind]:.0f}% ({rejected_kinds.count(kind)})" for kind in sorted(set(rejected_kinds))))
+    # The implicit reward is the change from π_ref, so whatever π_ref already knew cancels out of it.
+    # Ranking the same pairs by plain log-probabilities shows what that costs: log π_ref knows which
+    # answer to a known fact is correct, and the implicit reward must learn it again, pair by pair.
+    ref_chosen_heldout, ref_rejected_heldout = heldout_ref
+    rankers = {"log π_ref": heldout_ref,
+               "log π": (ref_chosen_heldout + last[1] / args.beta, ref_rejected_heldout + last[2] / args.beta),
+               "the implicit reward": (last[1], last[2])}
+    pair_kinds = [f"{pair[3]} > {pair[4]}" for pair in heldout_pairs]
+    ranked = {name: accuracy_by(*scores, pair_kinds) for name, scores in rankers.items()}
+    print("held-out pairs ranked by " + ", ".join(
+        f"{name} {100 * acc['all']:.1f}% (correct > hallucinated {100 * acc.get('correct > hallucinated', float('nan')):.0f}%)"
+        for name, acc in ranked.items()))
 
     if args.lora_rank:
         lora.merge_lora(policy)  # fold B A into W: the checkpoint is a plain transformer again
@@ -320,6 +346,7 @@ def main(argv=None):
     elapsed = time.time() - start_time
     log.summary(heldout_accuracy=heldout["val_rewards/accuracy"], heldout_margin=heldout["val_rewards/margin"],
                 heldout_chosen=heldout["val_rewards/chosen"], heldout_rejected=heldout["val_rewards/rejected"],
+                heldout_ref_logp_accuracy=ranked["log π_ref"]["all"], heldout_policy_logp_accuracy=ranked["log π"]["all"],
                 eval=dpo_rates, sft_eval=sft_rates, steps=step, wall_s=round(elapsed, 1))
     print(f"summary: held-out reward accuracy {100 * heldout['val_rewards/accuracy']:.1f}% "
           f"(margin {heldout['val_rewards/margin']:.2f}) | unknown+harmful {100 * safety(dpo_rates):.0f}% "

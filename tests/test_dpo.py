@@ -175,6 +175,19 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     assert ckpt["stage"] == "dpo" and set(ckpt["eval"]) == {"unknown"} and (out / "dpo.png").exists()
     start = M.load_model(init)[0]
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), start.state_dict().values()))
+    # the summary's plain-log-prob rankings, rebuilt from implicit rewards + log π_ref, match scoring the
+    # held-out pairs directly with the start and the saved model
+    _, heldout_pairs = D.load_pairs(str(prefs))
+    encoded, _ = D.encode_pairs(tok, heldout_pairs, net.cfg.block_size)
+    for key, scorer in [("heldout_ref_logp_accuracy", start), ("heldout_policy_logp_accuracy", net)]:
+        chosen, rejected = D.all_pair_logps(scorer.eval(), encoded, tok.pad_id, "cpu", 16, "float32")
+        assert lines[-1]["summary"][key] == pytest.approx((chosen > rejected).float().mean().item(), abs=1.01 / len(encoded))
+
+
+def test_accuracy_by_groups_pairs_and_counts_ties_as_wrong():
+    acc = D.accuracy_by(torch.tensor([2.0, 1.0, 0.0, 5.0, 3.0]), torch.tensor([1.0, 1.0, 1.0, 0.0, 4.0]),
+                        ["a", "a", "b", "b", "b"])
+    assert acc == {"all": 2 / 5, "a": 1 / 2, "b": 1 / 3}
 
 
 def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
