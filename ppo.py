@@ -464,10 +464,13 @@ def run(args):
     ppo_score = mean_score(reward_model, tokenizer, ppo_records)
     print(format_pass_rates({"sft": sft_rates, args.name: ppo_rates}))
     print(f"mean reward-model score of greedy eval answers: sft {sft_score:+.3f} → {args.name} {ppo_score:+.3f}")
-    print("side by side (greedy):")
+    print("side by side (greedy), prompts whose verdict changed first:")
     by_prompt = {r["prompt"]: r for r in sft_records}
     for kind in ("unknown", "harmful", "fact"):
-        for r in [r for r in ppo_records if r["kind"] == kind][:2]:
+        # sorted() is stable: fixed by PPO, then broken by it, then unchanged, each in eval order
+        rows = sorted((r for r in ppo_records if r["kind"] == kind),
+                      key=lambda r: (r["passed"] == by_prompt[r["prompt"]]["passed"], not r["passed"]))
+        for r in rows[:2]:
             s = by_prompt[r["prompt"]]
             print(f"  [{kind}] {r['prompt']}\n      sft: {s['output']!r} {'✓' if s['passed'] else '✗'}\n"
                   f"      {args.name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
