@@ -467,7 +467,7 @@ def run(args):
     print("side by side (greedy), prompts whose verdict changed first:")
     by_prompt = {r["prompt"]: r for r in sft_records}
     for kind in ("unknown", "harmful", "fact"):
-        # sorted() is stable: fixed by PPO, then broken by it, then unchanged, each in eval order
+        # fixed by PPO, then broken by it, then unchanged (passing first); eval order within each
         rows = sorted((r for r in ppo_records if r["kind"] == kind),
                       key=lambda r: (r["passed"] == by_prompt[r["prompt"]]["passed"], not r["passed"]))
         for r in rows[:2]:
