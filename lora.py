@@ -40,8 +40,8 @@ import os
 import torch
 import torch.nn as nn
 
-from common import DTYPES, UserError, autocast, pick_device, run_main, set_seed, unwrap
-import model as M
+from model import ModelConfig, Transformer
+from plumbing import DTYPES, UserError, autocast, load_model, pick_device, run_main, set_seed, unwrap
 
 
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")
@@ -171,10 +171,10 @@ def main():
     set_seed(args.seed)
     device = pick_device(args.device)
     if os.path.exists(args.ckpt):
-        net, _, _ = M.load_model(args.ckpt, device)
+        net, _, _ = load_model(args.ckpt, device)
         print(f"checkpoint: {args.ckpt}")
     else:
-        net = M.Transformer(M.ModelConfig()).to(device).eval()
+        net = Transformer(ModelConfig()).to(device).eval()
         print(f"{args.ckpt} not found (run pretrain.py to make it): using a randomly initialised default model")
     x = torch.randint(0, net.cfg.vocab_size, (4, min(32, net.cfg.block_size)), device=device)
     with torch.no_grad(), autocast(device, args.dtype):

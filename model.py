@@ -1,5 +1,8 @@
 """The transformer: one network for every stage of the lifecycle.
 
+This file imports nothing but torch and the standard library: it can be read, copied and run on
+its own. Every stage builds on it.
+
 A language model assigns a probability to the next token given the ones before it. The
 transformer computes that distribution for every position at once:
 
@@ -22,27 +25,35 @@ Padding is masked the same way: no query ever reads a `<|pad|>` key.
 Generation samples one token, appends it and repeats. Without a cache every step recomputes
 keys and values for the whole prefix; with a key/value cache each layer keeps K and V of the
 tokens seen so far, so a new token costs one position (`generate(..., use_cache=True)`).
+Reinforcement learning (ppo.py, grpo.py) samples whole answers this way and then needs the
+log-probability of every sampled token: `sample_answers` and `answer_logits`.
 
-The second half of the file holds what the stages share about the network and nothing else: the
-reward model's scalar head (reward.py trains it, ppo.py scores with it), the chat template, the
-gold grading rule of data/README.md, and rebuilding a network from a checkpoint. The training
-loop's parts (optimizer, schedule, precision, checkpoint files, flags, logs) are in common.py.
+The chat template turns a conversation into tokens, `User: {prompt}\\nAssistant: {answer}<|eos|>`,
+with labels on what the assistant says only (`build_example`). A reward model is this network with
+its LM head replaced by one scalar read at the last real token (`RewardModel`).
 
-Run it:  python model.py --ckpt out/sft.pt --prompt "What is the capital of France?"
-(no --prompt: an interactive loop). Base checkpoints continue raw text; later stages answer in
-the chat format.
+Training the network, the parts every stage shares. AdamW's weight decay pulls weight matrices
+towards 0 at each step (θ ← θ − lr·λ·θ beside the Adam update); biases and LayerNorm gains are left
+alone (`configure_optimizer`). The learning rate warms up linearly, then follows a cosine down to a
+tenth of its peak over S steps (`lr_at`):
+
+    lr(s) = lr_max · (s + 1) / warmup                                          s < warmup
+    lr(s) = lr_max · (0.1 + 0.9 · ½ (1 + cos(π · (s − warmup) / (S − warmup))))    after that
+
+and the gradients' global norm is clipped before every step (`optimizer_step`). A training token
+costs about 6·N FLOPs for N parameters (2 in the forward pass, 4 in the backward) plus
+12·n_layer·n_embd·T for the attention scores over T positions (`flops_per_token`); model FLOPs
+utilisation (MFU) is the FLOPs per second achieved divided by the accelerator's peak.
+
+Talk to any checkpoint with chat.py; plumbing.py loads and saves them.
 """
 
-import argparse
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from bpe import load_tokenizer
-from common import DTYPES, UserError, autocast, load_checkpoint, pick_device, run_main, set_seed
 
 
 # ----------------------------------------------------------------------------- the network
@@ -58,23 +69,6 @@ class ModelConfig:
     bias: bool = True  # biases in Linear and LayerNorm
     causal: bool = True  # True: GPT decoder (next token); False: BERT encoder (masked LM)
     attn_impl: str = "sdpa"  # "manual": every step written out; "sdpa": PyTorch's fused kernel
-
-
-class KVCache:
-    """Keys and values of every layer for the tokens generated so far (preallocated)."""
-
-    def __init__(self, cfg, batch_size, device, dtype):
-        head_dim = cfg.n_embd // cfg.n_head
-        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # positions filled; advanced by Transformer.forward after all layers
-
-    def update(self, layer, k, v):
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
 class SelfAttention(nn.Module):
@@ -248,6 +242,25 @@ class Transformer(nn.Module):
         return idx
 
 
+# ----------------------------------------------------------------------------- generation
+
+class KVCache:
+    """Keys and values of every layer for the tokens generated so far (preallocated)."""
+
+    def __init__(self, cfg, batch_size, device, dtype):
+        head_dim = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled; advanced by Transformer.forward after all layers
+
+    def update(self, layer, k, v):
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """One token id per row from (B, V) logits. temperature 0 = argmax (greedy)."""
     if temperature == 0:
@@ -276,71 +289,52 @@ def token_logprobs(logits, targets, temperature=1.0):
     return torch.where(mask, picked, 0.0)  # not picked * mask: -inf * 0 would be NaN
 
 
-# ----------------------------------------------------------------------------- reward model
-
-class RewardModel(nn.Module):
-    """A transformer whose LM head is replaced by one scalar read at the last real token:
-    r(x, y) = w · h_last(prompt + answer) + b. reward.py trains it; ppo.py scores samples with it.
-
-    With likelihood_weight α > 0 the LM head stays in use and the reward adds the answer's average
-    log-likelihood under the same network, r += α · (1/|y|) Σ_t log p(y_t | x, y_<t): a small causal
-    model that knows a fact predicts it, even where its last token cannot tell a right answer from a
-    wrong one (reward.py's docstring measures both sides of that trade)."""
-
-    def __init__(self, cfg: ModelConfig, likelihood_weight=0.0):
-        super().__init__()
-        self.backbone = Transformer(cfg)
-        self.score_head = nn.Linear(cfg.n_embd, 1)
-        nn.init.normal_(self.score_head.weight, std=0.02)  # start close to "no preference"
-        nn.init.zeros_(self.score_head.bias)
-        self.likelihood_weight = float(likelihood_weight)  # a setting, saved with the checkpoint
-
-    def forward(self, idx, attention_mask=None, answer_mask=None, return_hidden=False):
-        """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts.
-        answer_mask (B, T) marks the answer's tokens (and its <|eos|>); needed when α > 0.
-        return_hidden=True also returns the hidden states (B, T, C) and the log-likelihoods (B, T-1)
-        the likelihood term averages (column t: token t+1 on the answer; zeros off it and when α = 0)."""
-        logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
-        rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
-        logps = None
-        if self.likelihood_weight:
-            if answer_mask is None:
-                raise ValueError("a reward model with likelihood_weight > 0 needs answer_mask")
-            targets = torch.where(answer_mask[:, 1:].bool(), idx[:, 1:], -100)  # position t predicts t+1
-            logps = token_logprobs(logits[:, :-1], targets)
-            mean_logp = logps.sum(-1) / answer_mask[:, 1:].sum(-1).clamp(min=1)
-            rewards = rewards + self.likelihood_weight * mean_logp
-        if not return_hidden:
-            return rewards
-        if logps is None:  # only the PPO path asks for them; scoring alone allocates nothing extra
-            logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
-        return rewards, hidden, logps
-
-    def score(self, sequences, pad_id, answer_lengths):
-        """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass;
-        the last answer_lengths[i] tokens of sequences[i] are its answer (chat_ids gives both)."""
-        T = max(map(len, sequences))
-        device = self.score_head.weight.device
-        idx = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids in sequences], device=device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids in sequences], device=device)
-        answer_mask = torch.tensor([[0] * (len(ids) - n) + [1] * n + [0] * (T - len(ids))
-                                    for ids, n in zip(sequences, answer_lengths)], device=device)
-        return self(idx, attention_mask=mask, answer_mask=answer_mask)
+def answer_mask(answers, eos_id):
+    """1.0 on answer tokens up to and including the first <|eos|>, 0.0 after it."""
+    is_eos = (answers == eos_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos
+    return (eos_before == 0).float()
 
 
-def last_token(hidden, attention_mask=None):
-    """hidden (B, T, C) at the last position whose attention_mask is 1, for each row."""
-    if attention_mask is None:
-        return hidden[:, -1]
-    positions = torch.arange(hidden.size(1), device=hidden.device)
-    last = (attention_mask.long() * positions).argmax(dim=-1)
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+@dataclass
+class SampledAnswers:
+    """A batch of sampled answers laid out for scoring: left-padded prompt, then the answer."""
+    sequences: torch.Tensor       # (B, P + N) prompt (left-padded) + answer (pad after its <|eos|>)
+    attention_mask: torch.Tensor  # (B, P + N) 1 = real token
+    prompt_len: int               # P
+    targets: torch.Tensor         # (B, N) answer tokens, -100 where mask is 0
+    mask: torch.Tensor            # (B, N) 1.0 on answer tokens (through the first <|eos|>)
+    finished: torch.Tensor        # (B,) True where the answer produced <|eos|>
+
+
+@torch.no_grad()
+def sample_answers(policy, prompt_ids, prompt_mask, max_new_tokens, temperature, eos_id, pad_id, generator=None):
+    """One answer per left-padded prompt row, sampled with the KV cache. What follows an answer's
+    first <|eos|> (generate repeats it) becomes padding, so every later forward pass sees exactly
+    the tokens that were sampled."""
+    P = prompt_ids.size(1)
+    out = policy.generate(prompt_ids, max_new_tokens, temperature=temperature, eos_id=eos_id,
+                          attention_mask=prompt_mask, generator=generator)
+    answers = out[:, P:]
+    mask = answer_mask(answers, eos_id)
+    answers = answers.masked_fill(mask == 0, pad_id)
+    finished = (answers == eos_id).any(dim=-1)
+    return SampledAnswers(torch.cat([prompt_ids, answers], dim=1), torch.cat([prompt_mask, mask.long()], dim=1),
+                          P, answers.masked_fill(mask == 0, -100), mask, finished)
+
+
+def answer_logits(net, sequences, attention_mask, prompt_len):
+    """Logits and hidden states at the answer's states s_t. sequences = left-padded prompt (prompt_len
+    columns) + right-padded answer; the token in column t is chosen from the output at column t-1,
+    so the answer's outputs are columns prompt_len-1 .. T-2."""
+    logits, _, hidden = net(sequences[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True)
+    return logits[:, prompt_len - 1:], hidden[:, prompt_len - 1:]
 
 
 # ----------------------------------------------------------------------------- the chat format
 
 def chat_prompt(prompt):
-    """The text a model sees before it answers (CONVENTIONS.md): generation starts after it."""
+    """The text a model sees before it answers: generation starts after it."""
     return f"User: {prompt}\nAssistant: "
 
 
@@ -391,79 +385,6 @@ def pad_batch(examples, pad_id, device="cpu"):
     return x.to(device), y.to(device), mask.to(device)
 
 
-def chat_ids(tokenizer, prompt, answer, block_size):
-    """(ids, n_answer, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size
-    tokens, the whole concatenation a reward model reads (no next-token shift, hence block_size - 1);
-    its last n_answer tokens are the answer and its <|eos|>."""
-    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    ids, labels, truncated = build_example(tokenizer, turns, block_size - 1)
-    return ids, sum(1 for t in labels if t != -100), truncated
-
-
-@torch.no_grad()
-def reward_scores(reward_model, tokenizer, prompts, answers, batch_size=64):
-    """r(x, y) as floats for each prompt x and answer y given as text, in the chat format."""
-    block_size = reward_model.backbone.cfg.block_size
-    encoded = [chat_ids(tokenizer, p, a, block_size) for p, a in zip(prompts, answers)]
-    sequences, lengths = [e[0] for e in encoded], [e[1] for e in encoded]
-    return [r for s in range(0, len(sequences), batch_size)
-            for r in reward_model.score(sequences[s:s + batch_size], tokenizer.pad_id,
-                                        lengths[s:s + batch_size]).float().tolist()]
-
-
-def sequence_logps(model, examples, pad_id, device):
-    """log π(y|x) = Σ_t log π(y_t | x, y_<t) for each (ids, labels) of build_example: the sum runs
-    over the answer tokens only, since token_logprobs gives 0 where the label is -100."""
-    x, y, mask = pad_batch(examples, pad_id, device)
-    logits, _ = model(x, attention_mask=mask)
-    return token_logprobs(logits, y).sum(-1)
-
-
-# ----------------------------------------------------------------------------- preference data
-
-def preference_pairs(records, path="preferences"):
-    """data/prefs.jsonl records -> [(prompt, chosen, rejected, chosen_kind, rejected_kind, group_id)].
-
-    A pair record {"prompt", "chosen", "rejected", ...} gives one pair. A ranking {"input",
-    "choices": [{"text", "rank", ...}]} (rank 1 best) of K answers gives every ordered pair, K(K-1)/2
-    of them (ties give none): each says "this answer beats that one". group_id is the record's
-    index, so pairs cut from one ranking can be kept on the same side of a train/held-out split.
-    Shared by reward.py and dpo.py, which learn from the same comparisons."""
-    pairs = []
-    for group_id, r in enumerate(records):
-        if "choices" in r and "input" in r:
-            ranked = sorted(r["choices"], key=lambda c: c["rank"])
-            pairs += [(r["input"], a["text"], b["text"], a.get("kind"), b.get("kind"), group_id)
-                      for i, a in enumerate(ranked) for b in ranked[i + 1:] if a["rank"] < b["rank"]]
-        elif all(k in r for k in ("prompt", "chosen", "rejected")):
-            pairs.append((r["prompt"], r["chosen"], r["rejected"], r.get("chosen_kind"),
-                          r.get("rejected_kind"), group_id))
-        else:
-            raise UserError(f"record {group_id + 1} is neither a pair nor a ranking ({path}) — give it "
-                            '"prompt", "chosen", "rejected" or "input", "choices": [{"text", "rank"}]')
-    return pairs
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-def answer_text(text):
-    """The part of a generation the gold rule grades: first line, then its first sentence."""
-    text = text.split("<|eos|>")[0].split("\n")[0]
-    for i, ch in enumerate(text):
-        if ch in ".!?" and (i + 1 == len(text) or text[i + 1].isspace()):
-            return text[:i + 1]
-    return text
-
-
-def normalize(text):
-    return " ".join(text.lower().split()).strip().rstrip(".!?").strip()
-
-
-def grade(generation, answers):
-    """The gold grading rule of data/README.md: it plays the human judge for every stage."""
-    return normalize(answer_text(generation)) in {normalize(a) for a in answers}
-
-
 def left_pad(rows, pad_id, device="cpu"):
     """Prompts of different lengths -> (ids, attention_mask), padded on the left so that every
     row's answer starts in the same column when a batch is generated together."""
@@ -476,165 +397,146 @@ def left_pad(rows, pad_id, device="cpu"):
     return idx.to(device), mask.to(device)
 
 
+def sequence_logps(model, examples, pad_id, device):
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t) for each (ids, labels) of build_example: the sum runs
+    over the answer tokens only, since token_logprobs gives 0 where the label is -100."""
+    x, y, mask = pad_batch(examples, pad_id, device)
+    logits, _ = model(x, attention_mask=mask)
+    return token_logprobs(logits, y).sum(-1)
+
+
+def chat_ids(tokenizer, prompt, answer, block_size):
+    """(ids, n_answer, truncated): `User: {prompt}\\nAssistant: {answer}<|eos|>` in at most block_size
+    tokens, the whole concatenation a reward model reads (no next-token shift, hence block_size - 1);
+    its last n_answer tokens are the answer and its <|eos|>."""
+    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    ids, labels, truncated = build_example(tokenizer, turns, block_size - 1)
+    return ids, sum(1 for t in labels if t != -100), truncated
+
+
+# ----------------------------------------------------------------------------- reward model
+
+class RewardModel(nn.Module):
+    """A transformer whose LM head is replaced by one scalar read at the last real token:
+    r(x, y) = w · h_last(prompt + answer) + b. reward.py trains it; ppo.py scores samples with it.
+
+    With likelihood_weight α > 0 the LM head stays in use and the reward adds the answer's average
+    log-likelihood under the same network, r += α · (1/|y|) Σ_t log p(y_t | x, y_<t): a small causal
+    model that knows a fact predicts it, even where its last token cannot tell a right answer from a
+    wrong one (reward.py's docstring explains the trade)."""
+
+    def __init__(self, cfg: ModelConfig, likelihood_weight=0.0):
+        super().__init__()
+        self.backbone = Transformer(cfg)
+        self.score_head = nn.Linear(cfg.n_embd, 1)
+        nn.init.normal_(self.score_head.weight, std=0.02)  # start close to "no preference"
+        nn.init.zeros_(self.score_head.bias)
+        self.likelihood_weight = float(likelihood_weight)  # a setting, saved with the checkpoint
+
+    @property
+    def cfg(self):
+        return self.backbone.cfg
+
+    def forward(self, idx, attention_mask=None, answer_mask=None, return_hidden=False):
+        """(B, T) ids -> (B,) rewards. Left or right padding: the last 1 of attention_mask counts.
+        answer_mask (B, T) marks the answer's tokens (and its <|eos|>); needed when α > 0.
+        return_hidden=True also returns the hidden states (B, T, C) and the log-likelihoods (B, T-1)
+        the likelihood term averages (column t: token t+1 on the answer; zeros off it and when α = 0)."""
+        logits, _, hidden = self.backbone(idx, attention_mask=attention_mask, return_hidden=True)
+        rewards = self.score_head(last_token(hidden, attention_mask)).squeeze(-1)
+        logps = None
+        if self.likelihood_weight:
+            if answer_mask is None:
+                raise ValueError("a reward model with likelihood_weight > 0 needs answer_mask")
+            targets = torch.where(answer_mask[:, 1:].bool(), idx[:, 1:], -100)  # position t predicts t+1
+            logps = token_logprobs(logits[:, :-1], targets)
+            mean_logp = logps.sum(-1) / answer_mask[:, 1:].sum(-1).clamp(min=1)
+            rewards = rewards + self.likelihood_weight * mean_logp
+        if not return_hidden:
+            return rewards
+        if logps is None:  # only the PPO path asks for them; scoring alone allocates nothing extra
+            logps = torch.zeros(idx.shape[0], idx.shape[1] - 1, device=idx.device)
+        return rewards, hidden, logps
+
+    def score(self, sequences, pad_id, answer_lengths):
+        """(N,) rewards of N token-id lists of different lengths, right-padded into one forward pass;
+        the last answer_lengths[i] tokens of sequences[i] are its answer (chat_ids gives both)."""
+        return self(*pack_answers(sequences, pad_id, answer_lengths, self.score_head.weight.device))
+
+
+def pack_answers(sequences, pad_id, answer_lengths, device):
+    """Token-id lists of prompt + answer -> (ids, attention_mask, answer_mask), right-padded: the
+    inputs of RewardModel.forward. The last answer_lengths[i] tokens of sequences[i] are its answer."""
+    T = max(map(len, sequences))
+    idx = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids in sequences], device=device)
+    mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids in sequences], device=device)
+    answer_mask = torch.tensor([[0] * (len(ids) - n) + [1] * n + [0] * (T - len(ids))
+                                for ids, n in zip(sequences, answer_lengths)], device=device)
+    return idx, mask, answer_mask
+
+
+def last_token(hidden, attention_mask=None):
+    """hidden (B, T, C) at the last position whose attention_mask is 1, for each row."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    positions = torch.arange(hidden.size(1), device=hidden.device)
+    last = (attention_mask.long() * positions).argmax(dim=-1)
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts, device, max_new_tokens=64, batch_size=64,
-                     chat=True, temperature=0.0, generator=None):
-    """Complete each prompt (in the chat template when chat=True); returns the decoded text after
-    the prompt, cut at <|eos|>. Batches are left-padded so all rows end where generation starts."""
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for start in range(0, len(prompts), batch_size):
-        batch = [tokenizer.encode(chat_prompt(p) if chat else p) for p in prompts[start:start + batch_size]]
-        budget = model.cfg.block_size - max_new_tokens
-        idx, mask = left_pad([ids[-budget:] for ids in batch], tokenizer.pad_id, device)
-        T = idx.size(1)
-        out = model.generate(idx, max_new_tokens, temperature=temperature,
-                             eos_id=tokenizer.eos_id, attention_mask=mask, generator=generator)
-        for row in out[:, T:].tolist():
-            if tokenizer.eos_id in row:
-                row = row[:row.index(tokenizer.eos_id)]
-            outputs.append(tokenizer.decode(row))
-    model.train(was_training)
-    return outputs
+def reward_scores(reward_model, tokenizer, prompts, answers, batch_size=64):
+    """r(x, y) as floats for each prompt x and answer y given as text, in the chat format."""
+    block_size = reward_model.cfg.block_size
+    encoded = [chat_ids(tokenizer, p, a, block_size) for p, a in zip(prompts, answers)]
+    sequences, lengths = [e[0] for e in encoded], [e[1] for e in encoded]
+    return [r for s in range(0, len(sequences), batch_size)
+            for r in reward_model.score(sequences[s:s + batch_size], tokenizer.pad_id,
+                                        lengths[s:s + batch_size]).float().tolist()]
 
 
-def evaluate(model, tokenizer, examples, device, kinds=None, max_new_tokens=64):
-    """Greedy answers for data/eval.jsonl records; returns ({kind: pass rate}, [records])."""
-    examples = [e for e in examples if kinds is None or e["kind"] in kinds]
-    records = []
-    for chat in (True, False):
-        group = [e for e in examples if (e["kind"] != "cloze") == chat]
-        if not group:
-            continue
-        outs = generate_answers(model, tokenizer, [e["prompt"] for e in group], device,
-                                max_new_tokens=max_new_tokens, chat=chat)
-        records += [dict(e, output=o, passed=grade(o, e["answers"])) for e, o in zip(group, outs)]
-    rates = {}
-    for r in records:
-        rates.setdefault(r["kind"], []).append(r["passed"])
-    return {k: sum(v) / len(v) for k, v in rates.items()}, records
+# ----------------------------------------------------------------------------- training the network
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), fused=False):
+    """AdamW over the trainable parameters, with weight decay on weight matrices only: biases and
+    LayerNorm gains are not decayed (shrinking them towards 0 only hurts). The tied token embedding
+    is a matrix and is decayed once (it appears once among the parameters), as in GPT-2. Every group
+    remembers its peak learning rate (`peak_lr`), which set_lr scales."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "peak_lr": lr},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "peak_lr": lr}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
-EVAL_KINDS = ("cloze", "fact", "heldout_fact", "unknown", "harmful", "task")
+def lr_at(step, max_lr, warmup_steps, max_steps, min_lr_ratio=0.1):
+    """The learning rate at step (0-based): linear warmup to max_lr, then a cosine down to
+    min_lr_ratio · max_lr at max_steps (min_lr_ratio=1 keeps it at max_lr after the warmup)."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return max_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def pooled_pass_rate(rates, records, kinds):
-    """Pass rate over every prompt of the given kinds together (each prompt one vote), from the
-    per-kind rates and the eval records that say how many prompts each kind has."""
-    counts = {k: sum(r["kind"] == k for r in records) for k in kinds if k in rates}
-    total = sum(counts.values())
-    return sum(rates[k] * n for k, n in counts.items()) / total if total else float("nan")
+def set_lr(optimizer, step, warmup_steps, max_steps, min_lr_ratio=0.1):
+    """Every parameter group to lr_at(step) of its own peak (configure_optimizer's peak_lr); returns
+    the first group's rate, for the log."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, group["peak_lr"], warmup_steps, max_steps, min_lr_ratio)
+    return optimizer.param_groups[0]["lr"]
 
 
-def format_pass_rates(columns):
-    """{model name: {kind: rate}} -> the one table layout every stage prints."""
-    names = list(columns)
-    lines = [f"{'gold pass rate':<15}" + "".join(f"{n:>12}" for n in names)]
-    for kind in EVAL_KINDS:
-        if any(kind in columns[n] for n in names):
-            cells = [f"{100 * columns[n][kind]:>11.1f}%" if kind in columns[n] else f"{'-':>12}" for n in names]
-            lines.append(f"{kind:<15}" + "".join(cells))
-    return "\n".join(lines)
+def optimizer_step(optimizer, scaler, params, grad_clip=1.0):
+    """One update once the gradients are in: unscale them (a no-op unless float16 loss scaling is
+    on), clip their global norm to grad_clip (0 = off), step, and clear them for the next batch."""
+    scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
-# ----------------------------------------------------------------------------- loading a checkpoint
-
-def load_model(path, device="cpu", model_class=Transformer):
-    """(model, tokenizer, checkpoint dict) rebuilt from a checkpoint, in eval mode."""
-    ckpt = load_checkpoint(path, device)
-    kwargs = {"likelihood_weight": ckpt.get("likelihood_weight", 0.0)} if model_class is RewardModel else {}
-    model = model_class(ModelConfig(**ckpt["config"]), **kwargs)
-    state = ckpt["model"]
-    if model_class is Transformer and "backbone.wte.weight" in state:  # a reward model's body
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    if model_class is RewardModel and "score_head.weight" not in state:
-        raise UserError(f"{path} is not a reward model (stage {ckpt.get('stage', '?')!r}) — "
-                        "pass the reward.pt that reward.py wrote")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint does not fit the model ({path}): {str(exc).splitlines()[0]} — "
-                        "use a checkpoint written with the same model settings") from None
-    return model.to(device).eval(), load_tokenizer(ckpt["tokenizer"]), ckpt
-
-
-def load_policy(path, device="cpu"):
-    """load_model for a stage that goes on training a language model: refuses a masked LM (it cannot
-    generate left to right) and a reward model (its body was trained to score, not to write)."""
-    model, tokenizer, ckpt = load_model(path, device)
-    if not model.cfg.causal:
-        raise UserError(f"{path} is a masked-LM (bidirectional) model — start from a causal checkpoint")
-    if ckpt.get("stage") == "reward":
-        raise UserError(f"{path} is a reward model — start from a language model such as out/sft.pt")
-    return model, tokenizer, ckpt
-
-
-# ----------------------------------------------------------------------------- talk to a checkpoint
-
-def main():
-    parser = argparse.ArgumentParser(description="Sample from any checkpoint of the lifecycle, or score "
-                                     "answers with the reward model.")
-    parser.add_argument("--ckpt", default="out/sft.pt", help="checkpoint to load (default: %(default)s)")
-    parser.add_argument("--prompt", default=None, help="one prompt; omit for an interactive loop")
-    parser.add_argument("--answer", action="append", default=None,
-                        help="with a reward checkpoint (out/reward.pt): print r(prompt, answer) for this answer "
-                             "to --prompt; repeat to compare answers")
-    parser.add_argument("--raw", action="store_true", help="continue raw text instead of the chat template "
-                        "(default for pretraining checkpoints)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="autocast precision (default: %(default)s)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
-    args = parser.parse_args()
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    if args.answer:  # score answers: the reward model stands in for the human judge
-        if args.prompt is None:
-            raise UserError("--answer scores an answer to a prompt — pass --prompt too")
-        reward_model, tokenizer, _ = load_model(args.ckpt, device, model_class=RewardModel)
-        scores = reward_scores(reward_model, tokenizer, [args.prompt] * len(args.answer), args.answer)
-        for answer, score in zip(args.answer, scores):
-            print(f"{score:+.2f}  {answer}")
-        return
-    model, tokenizer, ckpt = load_model(args.ckpt, device)
-    if args.compile:
-        model = torch.compile(model)
-    chat = not args.raw and ckpt.get("stage", "pretrain") != "pretrain"
-    if not model.cfg.causal:
-        raise UserError(f"{args.ckpt} is a masked-LM (bidirectional) model — sample from a causal checkpoint")
-
-    def respond(prompt):
-        text = chat_prompt(prompt) if chat else prompt
-        try:
-            ids = tokenizer.encode(text)[-(model.cfg.block_size - 1):]
-        except ValueError as exc:
-            raise UserError(f"{exc} — use only characters the tokenizer knows") from None
-        x = torch.tensor([ids], device=device)
-        with autocast(device, args.dtype):
-            out = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, eos_id=tokenizer.eos_id if chat else None)
-        new = out[0, len(ids):].tolist()
-        if tokenizer.eos_id in new:
-            new = new[:new.index(tokenizer.eos_id)]
-        return tokenizer.decode(new)
-
-    if args.prompt is not None:
-        print((args.prompt if not chat else "") + respond(args.prompt))
-        return
-    print(f"{args.ckpt} ({ckpt.get('stage', '?')}, {'chat' if chat else 'raw text'}); Ctrl-D to quit")
-    while True:
-        try:
-            prompt = input("> ")
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return
-        print(respond(prompt))
-
-
-if __name__ == "__main__":
-    run_main(main)
+def flops_per_token(cfg, n_params):
+    """Training FLOPs per token: 6·N for the matmuls (2 forward, 4 backward per parameter) plus
+    the attention scores and weighted sum, 12·n_layer·n_embd·block_size (PaLM appendix B)."""
+    return 6 * n_params + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size

@@ -16,9 +16,9 @@ in state s_t (prompt plus answer so far) is
 Because the answer is sampled from π_θ, the penalty summed over the answer is β times a one-sample
 estimate of KL(π_θ || π_ref) ≥ 0. `--kl-coef` sets β. `--target-kl` turns on the adaptive controller
 of Ziegler et al. (2019), β ← β · (1 + clip(KL/target - 1, -0.2, 0.2) · B/horizon), which raises β when
-the policy drifts past the target and lowers it when it stays close. The seed's form L_PPO + β·KL puts
-the same term in the loss. We follow InstructGPT and put it in the reward, so GAE credits it to the
-tokens that caused it. The default reward model (reward.py, `--likelihood-weight` α = 3) has a
+the policy drifts past the target and lowers it when it stays close. The readings write the
+objective as L_PPO + β·KL, with the term in the loss (grpo.py does that); we follow InstructGPT and
+put it in the reward, so GAE credits it to the tokens that caused it. The default reward model (reward.py, `--likelihood-weight` α = 3) has a
 score that is itself partly a sum over tokens, α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid
 the same way, α · log p_RM(a_t|s_t) / |y| on token t, and only the rest of the score at the end
 (`per_token_rewards`). Paid at the end instead, it is a noise the critic cannot predict.
@@ -58,9 +58,8 @@ Choices made here:
 
 Run it:   python ppo.py                              (out/sft.pt + out/reward.pt → out/ppo.pt)
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
-The default β = 0.5 is measured, not folklore: docs/05-ppo.md runs β from 0 to 0.5 on the default
-models; at 0 and 0.1 this policy learns to answer "I don't know." to real questions too, and at
-0.3 it keeps the facts SFT showed but loses many that only pretraining saw.
+The default β is measured, not folklore: docs/05-ppo.md runs β from 0 up on the default models and
+shows what a weaker leash costs.
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
 region holds; at the default lr 2e-5 the clip almost never binds: try a larger --lr to see it
@@ -81,10 +80,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, grad_scaler, lr_at,
-                    pick_device, read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
-from model import (RewardModel, chat_prompt, evaluate, format_pass_rates, left_pad, load_model, load_policy,
-                   pooled_pass_rate, reward_scores, token_logprobs)
+from model import RewardModel, answer_logits, configure_optimizer, reward_scores, sample_answers, set_lr, token_logprobs
+from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, encode_prompts, evaluate,
+                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device, pooled_pass_rate,
+                      read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -104,14 +103,6 @@ class ActorCritic(nn.Module):
         return self.value_head(features.float()).squeeze(-1)
 
 
-def answer_outputs(net, sequences, attention_mask, prompt_len):
-    """sequences = left-padded prompt (prompt_len columns) + right-padded answer. The token in column
-    t is chosen from the output at column t-1, so the answer's logits are outputs prompt_len-1 .. T-2,
-    and the hidden state there is the state s_t the value head judges."""
-    logits, _, hidden = net(sequences[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True)
-    return logits[:, prompt_len - 1:], hidden[:, prompt_len - 1:]
-
-
 def entropy_from_logits(logits, temperature):
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
@@ -129,22 +120,6 @@ def whiten(x, mask, eps=1e-8):
 
 
 # ----------------------------------------------------------------------------- rollouts (the environment step)
-
-def encode_prompts(tokenizer, prompts, max_len, device):
-    """Chat-template prompts, left-padded so every answer starts in the same column."""
-    try:
-        rows = [tokenizer.encode(chat_prompt(p))[-max_len:] for p in prompts]
-    except ValueError as exc:
-        raise UserError(f"{exc} — prompts may use only characters the tokenizer knows") from None
-    return left_pad(rows, tokenizer.pad_id, device)
-
-
-def answer_mask(answers, eos_id):
-    """1.0 on answer tokens up to and including the first <|eos|>, 0.0 after it."""
-    is_eos = (answers == eos_id).long()
-    eos_before = is_eos.cumsum(-1) - is_eos
-    return (eos_before == 0).float()
-
 
 @torch.no_grad()
 def score_answers(reward_model, sequences, attention_mask, finished, eos_id, pad_id, prompt_len):
@@ -190,28 +165,19 @@ def collect_rollout(agent, reference, reward_model, tokenizer, prompts, max_new_
                     device, dtype="float32"):
     """Sample one answer per prompt with the KV-cached sampler and record everything PPO needs."""
     agent.eval()  # dropout off: the recomputed log-probs must be those of the sampling distribution
-    block = min(agent.policy.cfg.block_size, reward_model.backbone.cfg.block_size)
+    block = min(agent.policy.cfg.block_size, reward_model.cfg.block_size)
     idx, prompt_mask = encode_prompts(tokenizer, prompts, block - max_new_tokens - 1, device)
-    P = idx.size(1)
     with autocast(device, dtype):
-        out = agent.policy.generate(idx, max_new_tokens, temperature=temperature, eos_id=tokenizer.eos_id,
-                                    attention_mask=prompt_mask)
-    answers = out[:, P:]
-    mask = answer_mask(answers, tokenizer.eos_id)
-    answers = answers.masked_fill(mask == 0, tokenizer.pad_id)  # generate() repeats <|eos|> after the end
-    finished = (answers == tokenizer.eos_id).any(dim=-1)
-    sequences = torch.cat([idx, answers], dim=1)
-    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
-    targets = answers.masked_fill(mask == 0, -100)
-    with autocast(device, dtype):
-        logits, _ = answer_outputs(agent.policy, sequences, attention_mask, P)
-        ref_logits, _ = answer_outputs(reference, sequences, attention_mask, P)
-        scores, features, likelihood_rewards = score_answers(reward_model, sequences, attention_mask, finished,
-                                                             tokenizer.eos_id, tokenizer.pad_id, P)
-    return Rollout(sequences, attention_mask, P, targets, mask, finished,
-                   token_logprobs(logits, targets, temperature), token_logprobs(ref_logits, targets, temperature),
-                   features, agent.values(features) * mask, entropy_from_logits(logits, temperature) * mask, scores,
-                   likelihood_rewards * mask)
+        s = sample_answers(agent.policy, idx, prompt_mask, max_new_tokens, temperature, tokenizer.eos_id,
+                           tokenizer.pad_id)
+        logits, _ = answer_logits(agent.policy, s.sequences, s.attention_mask, s.prompt_len)
+        ref_logits, _ = answer_logits(reference, s.sequences, s.attention_mask, s.prompt_len)
+        scores, features, likelihood_rewards = score_answers(reward_model, s.sequences, s.attention_mask, s.finished,
+                                                             tokenizer.eos_id, tokenizer.pad_id, s.prompt_len)
+    return Rollout(s.sequences, s.attention_mask, s.prompt_len, s.targets, s.mask, s.finished,
+                   token_logprobs(logits, s.targets, temperature), token_logprobs(ref_logits, s.targets, temperature),
+                   features, agent.values(features) * s.mask, entropy_from_logits(logits, temperature) * s.mask, scores,
+                   likelihood_rewards * s.mask)
 
 
 # ----------------------------------------------------------------------------- rewards, KL and advantages
@@ -302,8 +268,8 @@ def ppo_update(agent, optimizer, scaler, rollout, advantages, returns, args):
     for _ in range(args.ppo_epochs):
         for mb in torch.randperm(B).split(args.minibatch_size):
             with autocast(args.device, args.dtype):
-                logits, _ = answer_outputs(agent.policy, rollout.sequences[mb], rollout.attention_mask[mb],
-                                           rollout.prompt_len)
+                logits, _ = answer_logits(agent.policy, rollout.sequences[mb], rollout.attention_mask[mb],
+                                          rollout.prompt_len)
             values = agent.values(rollout.features[mb])
             logprobs = token_logprobs(logits, rollout.targets[mb], args.temperature)
             mask = rollout.mask[mb]
@@ -328,22 +294,7 @@ def ppo_update(agent, optimizer, scaler, rollout, advantages, returns, args):
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-def mean_score(reward_model, tokenizer, records):
-    """Mean reward-model score of evaluate()'s greedy answers (chat kinds), in the trained form."""
-    records = [r for r in records if r["kind"] != "cloze"]
-    if not records:
-        return float("nan")
-    scores = reward_scores(reward_model, tokenizer, [r["prompt"] for r in records], [r["output"] for r in records])
-    return sum(scores) / len(scores)
-
-
-# PPO trains the assistant; raw-text cloze probes are pretraining's (and sft.py's table skips them too)
-CHAT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")
-
-
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -373,18 +324,31 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.init = args.init or os.path.join(args.out_dir, "sft.pt")
     args.reward_model = args.reward_model or os.path.join(args.out_dir, "reward.pt")
-    return args
-
-
-def run(args):
-    """The whole stage; returns (agent, reference, summary) so tests can inspect them."""
-    t0 = time.time()
-    set_seed(args.seed)
-    args.device = device = pick_device(args.device)
     if args.temperature <= 0:
         raise UserError(f"--temperature {args.temperature} — PPO needs a sampling temperature > 0")
     require_positive(args, "max_new_tokens", "batch_size", "minibatch_size")
-    policy, tokenizer, ckpt = load_policy(args.init, device)
+    return args
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class Run:
+    """What the loop works with: the agent (policy + value head), the frozen reference and reward model."""
+    args: argparse.Namespace
+    agent: ActorCritic
+    reference: torch.nn.Module
+    reward_model: RewardModel
+    tokenizer: object
+    prompts: list
+    eval_records: list
+    log: MetricsLog
+
+
+def setup(args):
+    """π_θ and π_ref from the SFT checkpoint, the frozen reward model, the prompts."""
+    device = args.device
+    policy, tokenizer, _ = load_policy(args.init, device)
     reference, _, _ = load_model(args.init, device)  # a second, frozen copy: π_ref
     reference.requires_grad_(False)
     reward_model, rm_tokenizer, _ = load_model(args.reward_model, device, model_class=RewardModel)
@@ -400,36 +364,45 @@ def run(args):
     agent = ActorCritic(policy, reward_model).to(device)
     if args.compile:
         agent.policy = torch.compile(agent.policy)
-    # no weight decay: it would pull the policy towards zero, not towards the SFT model. The value head
-    # must fit new targets (returns under the KL penalty) while the policy only adjusts, so the head
-    # gets its own, larger rate.
-    optimizer = configure_optimizer(agent.policy, args.lr, weight_decay=0.0, device_type=torch.device(device).type)
-    optimizer.add_param_group({"params": list(agent.value_head.parameters()), "weight_decay": 0.0, "lr": args.value_lr})
-    for group in optimizer.param_groups:
-        group["peak_lr"] = group["lr"]
-    scaler = grad_scaler(device, args.dtype)
-    kl_ctl = KLController(args.kl_coef, args.target_kl, args.kl_horizon)
-    out = os.path.join(args.out_dir, args.name)
-    log = MetricsLog(out + ".jsonl")
     print(f"{args.init} → policy + frozen reference ({policy.num_params() / 1e6:.2f}M params); "
           f"scores by {args.reward_model}; {len(prompts)} prompts; β={args.kl_coef}"
           + (f", adaptive to KL {args.target_kl}" if args.target_kl is not None else ""))
+    log = MetricsLog(os.path.join(args.out_dir, args.name) + ".jsonl")
+    return Run(args, agent, reference, reward_model, tokenizer, prompts, eval_records, log)
 
-    order = torch.randperm(len(prompts)).tolist()
-    cursor = 0
+
+def make_optimizer(run):
+    """No weight decay: it would pull the policy towards zero, not towards the SFT model. The value head
+    must fit new targets (returns under the KL penalty) while the policy only adjusts, so the head gets
+    its own, larger rate."""
+    args = run.args
+    optimizer = configure_optimizer(run.agent.policy, args.lr, weight_decay=0.0,
+                                    fused=torch.device(args.device).type == "cuda")
+    optimizer.add_param_group({"params": list(run.agent.value_head.parameters()), "weight_decay": 0.0,
+                               "lr": args.value_lr, "peak_lr": args.value_lr})
+    return optimizer
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(run):
+    """The loop: sample a batch of answers, score them, turn scores and KL into per-token rewards and
+    advantages, then a few epochs of clipped PPO updates."""
+    args, agent = run.args, run.agent
+    optimizer, scaler = make_optimizer(run), grad_scaler(args.device, args.dtype)
+    kl_ctl = KLController(args.kl_coef, args.target_kl, args.kl_horizon)
+    order, cursor = torch.randperm(len(run.prompts)).tolist(), 0
     bar = tqdm(range(args.max_steps), desc=args.name)
     for step in bar:
-        warmup = lr_at(step, 1.0, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # 1 once warmed up
-        for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * warmup
+        lr = set_lr(optimizer, step, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # constant once warm
         batch = []
         while len(batch) < args.batch_size:  # walk the prompts in shuffled epochs
             if cursor == len(order):
-                order, cursor = torch.randperm(len(prompts)).tolist(), 0
-            batch.append(prompts[order[cursor]])
+                order, cursor = torch.randperm(len(run.prompts)).tolist(), 0
+            batch.append(run.prompts[order[cursor]])
             cursor += 1
-        roll = collect_rollout(agent, reference, reward_model, tokenizer, batch, args.max_new_tokens,
-                               args.temperature, device, args.dtype)
+        roll = collect_rollout(agent, run.reference, run.reward_model, run.tokenizer, batch, args.max_new_tokens,
+                               args.temperature, args.device, args.dtype)
         kl = kl_penalty(roll.logprobs, roll.ref_logprobs) * roll.mask
         scores = roll.scores - args.missing_eos_penalty * (~roll.finished).float()
         rewards = per_token_rewards(scores, kl, roll.mask, kl_ctl.value, roll.likelihood_rewards)
@@ -443,64 +416,92 @@ def run(args):
                       explained_variance=explained_variance(roll.values, returns, roll.mask),
                       response_length=roll.mask.sum(-1).mean().item(),
                       eos_rate=roll.finished.float().mean().item(), reward=rewards.sum(-1).mean().item(),
-                      kl_coef=kl_ctl.value, lr=args.lr * warmup)
+                      kl_coef=kl_ctl.value, lr=lr)
         kl_ctl.update(seq_kl, len(batch))
         if args.eval_interval and (step + 1) % args.eval_interval == 0:
-            rates, _ = evaluate(agent.policy, tokenizer, eval_records, device, kinds=("fact", "unknown", "harmful"))
+            rates, _ = evaluate(agent.policy, run.tokenizer, run.eval_records, args.device,
+                                kinds=("fact", "unknown", "harmful"))
             record.update({f"gold_{k}": v for k, v in rates.items()})
-        log.log(**record)
+        run.log.log(**record)
         bar.set_postfix(score=f"{record['score']:.3f}", kl=f"{seq_kl:.2f}")
         if args.log_interval and (step % args.log_interval == 0 or step == args.max_steps - 1):
             tqdm.write(f"step {step:4d} | score {record['score']:+.3f} | kl {seq_kl:6.3f} | "
                        f"entropy {record['entropy']:.3f} | clipfrac {stats['clipfrac']:.3f} | "
                        f"approx_kl {stats['approx_kl']:.4f} | value_loss {stats['value_loss']:.4f} | "
                        f"expl_var {record['explained_variance']:+.2f} | len {record['response_length']:.1f}")
-    train_time = time.time() - t0
+    return kl_ctl.value
 
-    # the human judge's verdict: gold pass rates, SFT (the reference) next to PPO
-    sft_rates, sft_records = evaluate(reference, tokenizer, eval_records, device, kinds=CHAT_KINDS)
-    ppo_rates, ppo_records = evaluate(agent.policy, tokenizer, eval_records, device, kinds=CHAT_KINDS)
-    sft_score = mean_score(reward_model, tokenizer, sft_records)
-    ppo_score = mean_score(reward_model, tokenizer, ppo_records)
-    print(format_pass_rates({"sft": sft_rates, args.name: ppo_rates}))
-    print(f"mean reward-model score of greedy eval answers: sft {sft_score:+.3f} → {args.name} {ppo_score:+.3f}")
+
+# ----------------------------------------------------------------------------- the verdict
+
+def mean_score(reward_model, tokenizer, records):
+    """Mean reward-model score of evaluate()'s greedy answers (chat kinds), in the trained form."""
+    records = [r for r in records if r["kind"] != "cloze"]
+    if not records:
+        return float("nan")
+    scores = reward_scores(reward_model, tokenizer, [r["prompt"] for r in records], [r["output"] for r in records])
+    return sum(scores) / len(scores)
+
+
+def show_changes(sft_records, records, name):
+    """Side by side (greedy), per kind: prompts whose verdict the stage fixed, then those it broke, then
+    unchanged ones (passing first); eval order within each."""
     print("side by side (greedy), prompts whose verdict changed first:")
     by_prompt = {r["prompt"]: r for r in sft_records}
     for kind in ("unknown", "harmful", "fact"):
-        # fixed by PPO, then broken by it, then unchanged (passing first); eval order within each
-        rows = sorted((r for r in ppo_records if r["kind"] == kind),
+        rows = sorted((r for r in records if r["kind"] == kind),
                       key=lambda r: (r["passed"] == by_prompt[r["prompt"]]["passed"], not r["passed"]))
         for r in rows[:2]:
             s = by_prompt[r["prompt"]]
             print(f"  [{kind}] {r['prompt']}\n      sft: {s['output']!r} {'✓' if s['passed'] else '✗'}\n"
-                  f"      {args.name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
+                  f"      {name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
 
-    k = min(3, len(log.records))  # single rollouts are noisy: compare the first and last few
-    mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)
+
+def report(run, kl_coef, train_time, started):
+    """The human judge's verdict: gold pass rates, SFT (the reference) next to PPO; the checkpoint."""
+    args, tok = run.args, run.tokenizer
+    sft_rates, sft_records = evaluate(run.reference, tok, run.eval_records, args.device, kinds=CHAT_KINDS)
+    ppo_rates, ppo_records = evaluate(run.agent.policy, tok, run.eval_records, args.device, kinds=CHAT_KINDS)
+    sft_score = mean_score(run.reward_model, tok, sft_records)
+    ppo_score = mean_score(run.reward_model, tok, ppo_records)
+    print(format_pass_rates({"sft": sft_rates, args.name: ppo_rates}))
+    print(f"mean reward-model score of greedy eval answers: sft {sft_score:+.3f} → {args.name} {ppo_score:+.3f}")
+    show_changes(sft_records, ppo_records, args.name)
+    records = run.log.records
+    k = min(3, len(records))  # single rollouts are noisy: compare the first and last few
+    mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     both = ("unknown", "harmful")
-    summary = dict(score_start=mean_of(log.records[:k], "score"), score_end=mean_of(log.records[-k:], "score"),
-                   kl_end=mean_of(log.records[-k:], "kl"), kl_max=max(r["kl"] for r in log.records),
-                   kl_coef=kl_ctl.value, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
-                   sft_rm_score=sft_score, unknown_harmful=pooled_pass_rate(ppo_rates, eval_records, both),
-                   sft_unknown_harmful=pooled_pass_rate(sft_rates, eval_records, both), steps=args.max_steps,
-                   train_seconds=round(train_time, 1), wall_s=round(time.time() - t0, 1))
-    save_checkpoint(out + ".pt", agent.policy, tokenizer, stage="ppo", step=args.max_steps,
-                    value_head=agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
-                    rm_score=ppo_score, sft_rm_score=sft_score, kl_coef=kl_ctl.value,
+    summary = dict(score_start=mean_of(records[:k], "score"), score_end=mean_of(records[-k:], "score"),
+                   kl_end=mean_of(records[-k:], "kl"), kl_max=max(r["kl"] for r in records),
+                   kl_coef=kl_coef, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
+                   sft_rm_score=sft_score, unknown_harmful=pooled_pass_rate(ppo_rates, run.eval_records, both),
+                   sft_unknown_harmful=pooled_pass_rate(sft_rates, run.eval_records, both), steps=args.max_steps,
+                   train_seconds=round(train_time, 1), wall_s=round(time.time() - started, 1))
+    out = os.path.join(args.out_dir, args.name)
+    save_checkpoint(out + ".pt", run.agent.policy, tok, stage="ppo", step=args.max_steps,
+                    value_head=run.agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
+                    rm_score=ppo_score, sft_rm_score=sft_score, kl_coef=kl_coef,
                     init=args.init, reward_model=args.reward_model)
-    log.summary(**summary)
-    log.plot(out + ".png", ["score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
-                            "explained_variance", "response_length"], title=f"{args.name}: PPO with β={args.kl_coef}")
+    run.log.summary(**summary)
+    run.log.plot(out + ".png", ["score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
+                                "explained_variance", "response_length"], title=f"{args.name}: PPO with β={args.kl_coef}")
     print(f"summary: score {summary['score_start']:+.3f} → {summary['score_end']:+.3f}, "
           f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
           f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "
           f"{100 * sft_rates.get('fact', 0):.1f}% → {100 * ppo_rates.get('fact', 0):.1f}%, "
           f"{summary['wall_s']:.0f}s → {out}.pt")
-    return agent, reference, summary
+    return summary
 
 
 def main(argv=None):
-    run(parse_args(argv))
+    started = time.time()
+    args = parse_args(argv)
+    set_seed(args.seed)
+    args.device = pick_device(args.device)
+    run = setup(args)
+    kl_coef = train(run)
+    summary = report(run, kl_coef, time.time() - started, started)
+    return run, summary
 
 
 if __name__ == "__main__":

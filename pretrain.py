@@ -17,13 +17,16 @@ Two objectives, picked with --objective:
         L_MLM = -sum_{i in M} log P(x_i | x~).
       The random and unchanged 10%s mean the model cannot trust that only <|mask|> needs fixing, which
       narrows the gap to fine-tuning, where no <|mask|> ever appears. Only 15% of positions carry a
-      loss, one reason MLM learns less per token than CLM (the motivation of ELECTRA).
+      loss, one reason MLM learns less per token than CLM (the motivation of ELECTRA). The mask is
+      drawn afresh for every batch, so a window seen twice is masked differently each time: RoBERTa's
+      *dynamic masking* (BERT masked its data once, before training).
 
-Optimization, as practitioners run it: AdamW with weight decay on weight matrices only; a learning
-rate that warms up linearly and then follows a cosine down to 10% of its peak; gradient-norm
-clipping; gradient accumulation (effective batch = batch_size x grad_accum x processes); dropout;
-validation loss on held-out text every --eval-interval steps; early stopping after --patience
-validations without improvement; the best checkpoint kept apart from the last one.
+Optimization, as practitioners run it (model.py: configure_optimizer, lr_at, optimizer_step): AdamW
+with weight decay on weight matrices only; a learning rate that warms up linearly and then follows
+a cosine down to 10% of its peak; gradient-norm clipping; gradient accumulation (effective batch =
+batch_size x grad_accum x processes); dropout; validation loss on held-out text every
+--eval-interval steps; early stopping after --patience validations without improvement; the best
+checkpoint kept apart from the last one.
 
 Scale. Training costs about C = 6·N·D FLOPs for N parameters and D tokens (2 per parameter forward,
 4 backward); Chinchilla found compute best spent with D ≈ 20·N. Memory in float32: 4 bytes per
@@ -40,12 +43,12 @@ Run it:
     python pretrain.py --device cuda --dtype bfloat16 --compile --n-layer 12 --n-embd 768 --batch-size 64
     torchrun --nproc_per_node=8 pretrain.py --dtype bfloat16 ...   # data parallel, one process per GPU
     python pretrain.py --resume                     # continue from out/pretrain_last.pt (Ctrl-C saves it)
-What to look for: the loss starts near ln(vocab size) (ln 79 = 4.4 for the characters of the
-corpus) and falls; out/pretrain.png shows train and validation loss against tokens seen (a widening
-gap is overfitting); the knowledge probe completes "The capital of Norway is" from memory; the base
-model's reply to a question continues the thread. Files: out/pretrain.pt is the checkpoint with the
-best validation loss (sft.py starts from it); out/pretrain_last.pt adds the optimizer state for
---resume; out/pretrain.jsonl holds the curves and a final summary line.
+What to look for: the loss starts near ln(vocab size) (the corpus has 74 characters, plus 5 special
+tokens: ln 79 = 4.37) and falls; out/pretrain.png shows train and validation loss against tokens
+seen (a widening gap is overfitting); the knowledge probe completes "The capital of Norway is" from
+memory; the base model's reply to a question continues the thread. Files: out/pretrain.pt is the
+checkpoint with the best validation loss (sft.py starts from it); out/pretrain_last.pt adds the
+optimizer state for --resume; out/pretrain.jsonl holds the curves and a final summary line.
 """
 
 import argparse
@@ -54,7 +57,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -63,10 +66,37 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
-from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, encode_corpus,
-                    flops_per_token, grad_scaler, load_checkpoint, lr_at, optimizer_step, peak_flops, pick_device,
-                    random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
-from model import ModelConfig, Transformer, evaluate, format_pass_rates, generate_answers, load_model
+from model import ModelConfig, Transformer, configure_optimizer, flops_per_token, optimizer_step, set_lr
+from plumbing import (MetricsLog, UserError, add_common_args, autocast, encode_corpus, evaluate, format_pass_rates,
+                      generate_answers, grad_scaler, load_checkpoint, load_model, peak_flops, pick_device,
+                      random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
+
+
+# ----------------------------------------------------------------------------- the two objectives
+
+def mask_tokens(ids, mask_id, vocab_size, mask_prob=0.15, generator=None):
+    """BERT's corruption. Choose each position with probability mask_prob; of the chosen, 80% become
+    mask_id, 10% a uniformly random token and 10% stay. Returns (inputs, labels): labels hold the
+    original token at chosen positions and -100 (no loss) everywhere else."""
+    chosen = torch.rand(ids.shape, generator=generator) < mask_prob
+    if not chosen.any():  # a batch with no target has an undefined (0/0) loss
+        chosen.view(-1)[torch.randint(ids.numel(), (1,), generator=generator)] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, ids.shape, generator=generator, dtype=ids.dtype)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def get_batch(data, batch_size, block_size, objective, generator, mask_id=None, vocab_size=None):
+    """batch_size random contiguous windows of the token stream -> (inputs, targets), on the CPU.
+    clm: targets are the inputs shifted one to the left (the next token at every position).
+    mlm: targets are the original tokens at the masked positions, -100 elsewhere."""
+    window = random_windows(data, batch_size, block_size + 1 if objective == "clm" else block_size, generator)
+    if objective == "clm":
+        return window[:, :-1], window[:, 1:]
+    return mask_tokens(window, mask_id, vocab_size, generator=generator)
 
 
 # ----------------------------------------------------------------------------- text -> tokens
@@ -98,39 +128,6 @@ def split_tokens(ids, val_fraction, block_size, path):
     return train_ids, val_ids
 
 
-# ----------------------------------------------------------------------------- the two objectives
-
-def mask_tokens(ids, mask_id, vocab_size, mask_prob=0.15, generator=None):
-    """BERT's corruption. Choose each position with probability mask_prob; of the chosen, 80% become
-    mask_id, 10% a uniformly random token and 10% stay. Returns (inputs, labels): labels hold the
-    original token at chosen positions and -100 (no loss) everywhere else."""
-    chosen = torch.rand(ids.shape, generator=generator) < mask_prob
-    if not chosen.any():  # a batch with no target has an undefined (0/0) loss
-        chosen.view(-1)[torch.randint(ids.numel(), (1,), generator=generator)] = True
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    roll = torch.rand(ids.shape, generator=generator)
-    random_ids = torch.randint(vocab_size, ids.shape, generator=generator, dtype=ids.dtype)
-    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
-    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
-    return inputs, labels
-
-
-def get_batch(data, batch_size, block_size, objective, generator, mask_id=None, vocab_size=None):
-    """batch_size random contiguous windows of the token stream -> (inputs, targets), on the CPU.
-    clm: targets are the inputs shifted one to the left (the next token at every position).
-    mlm: targets are the original tokens at the masked positions, -100 elsewhere."""
-    window = random_windows(data, batch_size, block_size + 1 if objective == "clm" else block_size, generator)
-    if objective == "clm":
-        return window[:, :-1], window[:, 1:]
-    return mask_tokens(window, mask_id, vocab_size, generator=generator)
-
-
-def step_seed(seed, step, rank):
-    """The seed of one step in one process. Every draw of a step (windows, masks, dropout) depends
-    only on (seed, step, rank), so a resumed run draws exactly what an uninterrupted one would."""
-    return (seed * 1_000_003 + step) * 1024 + rank
-
-
 @torch.no_grad()
 def estimate_loss(model, data, args, device, rank=0, world=1, mask_id=None, vocab_size=None):
     """Mean loss over the same args.eval_iters windows at every call (a fixed generator), so two
@@ -157,12 +154,9 @@ def estimate_loss(model, data, args, device, rank=0, world=1, mask_id=None, voca
 
 # ----------------------------------------------------------------------------- command line
 
-def build_parser():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Pretrain a transformer on raw text (next-token or masked LM).")
-    # The defaults are the laptop run, under 5 minutes on 2 CPU cores: a 2-layer model reads 8.2M
-    # characters (about 7 passes over the corpus), enough to complete ~90% of the cloze facts. 4 layers
-    # learn more per token (and hand SFT more: docs/03-sft-lora.md) but cost about twice as much
-    # per token; larger batches learn less per token.
+    # The defaults are the laptop run: a few minutes on 2 CPU cores (docs/results.md has the time).
     add_common_args(parser, data="data/corpus.txt", max_steps=4000, batch_size=16, lr=5e-3,
                     warmup_steps=100, eval_interval=500, log_interval=10)
     a = parser.add_argument
@@ -182,10 +176,7 @@ def build_parser():
     a("--val-fraction", type=float, default=0.1, help="last fraction of the tokens held out for validation (default: %(default)s)")
     a("--eval-data", default="data/eval.jsonl", help="knowledge probe run after training; skipped if the file is absent, '' = skip (default: %(default)s)")
     a("--resume", action="store_true", help="continue from <out-dir>/pretrain_last.pt (mlm: pretrain_mlm_last.pt)")
-    return parser
-
-
-def check_args(args):
+    args = parser.parse_args(argv)
     if args.max_steps < 0:
         raise UserError(f"--max-steps must be 0 or more, got {args.max_steps}")
     require_positive(args, "batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_interval",
@@ -194,54 +185,66 @@ def check_args(args):
         raise UserError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head} — pick sizes that divide")
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must lie between 0 and 1, got {args.val_fraction}")
+    return args
+
+
+# ----------------------------------------------------------------------------- the run: state and setup
+
+@dataclass
+class RunState:
+    """Everything --resume needs besides the weights and the optimizer's state."""
+    step: int = 0                 # optimizer steps taken
+    best_val_loss: float = math.inf
+    bad_evals: int = 0            # validations in a row without improvement (early stopping)
+    last_eval: int = -1           # step of the last validation
+    train_time: float = 0.0       # seconds spent training, validation excluded
+    window_start: float = 0.0     # train_time at the last log line (tokens/s is measured since)
+    pending: list = field(default_factory=list)  # train losses of the steps since the last log line
+
+
+@dataclass
+class Run:
+    """What the loop works with. raw_model is the plain Transformer; model is what the forward pass
+    goes through (torch.compile'd and/or DistributedDataParallel-wrapped, or raw_model itself)."""
+    args: argparse.Namespace
+    device: str
+    rank: int
+    world: int
+    raw_model: Transformer
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    tokenizer: object
+    train_data: torch.Tensor
+    val_data: torch.Tensor
+    mask_id: int
+    stem: str                     # "pretrain" or "pretrain_mlm": the file names
+    tokens_per_step: int
+    log: MetricsLog
+    state: RunState
+
+    @property
+    def master(self):  # the one process that prints and writes files
+        return self.rank == 0
+
+    def path(self, suffix=""):
+        return os.path.join(self.args.out_dir, f"{self.stem}{suffix}.pt")
 
 
 SHAPE = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
 
 
-# ----------------------------------------------------------------------------- training
-
-def main(argv=None):
-    started = time.time()
-    args = build_parser().parse_args(argv)
-    check_args(args)
-
-    # Data parallelism: torchrun starts one process per device and tells each its RANK.
-    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    device = pick_device(args.device)
-    rank, world = 0, 1
-    if ddp:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-    try:
-        _train(args, device, rank, world, ddp, started)
-    finally:
-        if ddp:
-            dist.destroy_process_group()
-
-
-def _train(args, device, rank, world, ddp, started):
-    master = rank == 0  # the one process that prints and writes files
-    set_seed(args.seed)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for float32 matmuls
-        torch.backends.cudnn.allow_tf32 = True
-    stem = "pretrain" if args.objective == "clm" else "pretrain_mlm"
-    best_path, last_path = (os.path.join(args.out_dir, f"{stem}{s}.pt") for s in ("", "_last"))
-
-    # --- the tokenizer and the model shape: from the checkpoint resumed or started from, else the flags
-    source = None
+def source_checkpoint(args, last_path):
+    """The checkpoint a run continues from: the last one with --resume, --init's otherwise, or None."""
     if args.resume:
         if not os.path.exists(last_path):
             raise UserError(f"nothing to resume ({last_path} not found) — run once without --resume")
-        source = load_checkpoint(last_path, "cpu")
-    elif args.init:
-        source = load_checkpoint(args.init, "cpu")
-    text = read_text(args.data)
-    tokenizer = pick_tokenizer(args, source, text)
+        return load_checkpoint(last_path, "cpu")
+    return load_checkpoint(args.init, "cpu") if args.init else None
+
+
+def model_config(args, tokenizer, source, last_path):
+    """The model's shape: from the flags, or from the checkpoint it continues (which must agree on resume)."""
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                       n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, bias=args.bias,
                       causal=args.objective == "clm", attn_impl=args.attn_impl)
@@ -254,214 +257,271 @@ def _train(args, device, rank, world, ddp, started):
         if differ:
             raise UserError(f"checkpoint has another shape: {', '.join(differ)} ({last_path}) — "
                             "resume with the flags of the original run, or drop --resume")
+    return cfg
 
-    ids = encode_corpus(text, tokenizer, os.path.join(args.out_dir, "cache"), write_cache=master)
+
+def setup(args, device, rank, world, ddp):
+    """Tokenizer, data, model, optimizer and log of one run (resumed from pretrain_last.pt with --resume)."""
+    stem = "pretrain" if args.objective == "clm" else "pretrain_mlm"
+    last_path = os.path.join(args.out_dir, f"{stem}_last.pt")
+    source = source_checkpoint(args, last_path)
+    text = read_text(args.data)
+    tokenizer = pick_tokenizer(args, source, text)
+    cfg = model_config(args, tokenizer, source, last_path)
+    ids = encode_corpus(text, tokenizer, os.path.join(args.out_dir, "cache"), write_cache=rank == 0)
     train_ids, val_ids = split_tokens(ids, args.val_fraction, cfg.block_size, args.data)
-    train_data, val_data = torch.from_numpy(train_ids), torch.from_numpy(val_ids)
-    mask_id = getattr(tokenizer, "mask_id", None)
 
-    # --- model, optimizer, mixed precision
-    net = Transformer(cfg).to(device)
+    raw_model = Transformer(cfg).to(device)
     if source is not None:
         try:
-            net.load_state_dict(source["model"])
+            raw_model.load_state_dict(source["model"])
         except RuntimeError as exc:
             raise UserError(f"checkpoint does not fit the model: {str(exc).splitlines()[0]} "
                             f"({args.init or last_path}) — use a checkpoint of this model shape") from None
-    fast = torch.compile(net) if args.compile else net
-    model = DistributedDataParallel(fast) if ddp else fast
-    optimizer = configure_optimizer(net, args.lr, args.weight_decay, (0.9, args.beta2), torch.device(device).type)
-    scaler = grad_scaler(device, args.dtype)
-    n_params = net.num_params()
-    tokens_per_step = args.batch_size * cfg.block_size * args.grad_accum * world
-    peak = peak_flops(device)
-    fpt = flops_per_token(cfg, n_params)
-
-    log = MetricsLog(os.path.join(args.out_dir, f"{stem}.jsonl") if master else os.devnull)
-    step, best_val, bad_evals, last_eval, train_time, window_start, pending = 0, float("inf"), 0, -1, 0.0, 0.0, []
+    model = torch.compile(raw_model) if args.compile else raw_model
+    if ddp:
+        model = DistributedDataParallel(model)
+    optimizer = configure_optimizer(raw_model, args.lr, args.weight_decay, (0.9, args.beta2),
+                                    fused=torch.device(device).type == "cuda")
+    run = Run(args, device, rank, world, raw_model, model, optimizer, grad_scaler(device, args.dtype), tokenizer,
+              torch.from_numpy(train_ids), torch.from_numpy(val_ids), getattr(tokenizer, "mask_id", None), stem,
+              args.batch_size * cfg.block_size * args.grad_accum * world,
+              MetricsLog(os.path.join(args.out_dir, f"{stem}.jsonl") if rank == 0 else os.devnull), RunState())
     if args.resume:
-        optimizer.load_state_dict(source["optimizer"])
-        scaler.load_state_dict(source["scaler"])
-        step, best_val, bad_evals, last_eval = source["step"], source["best_val_loss"], source["bad_evals"], source["last_eval"]
-        train_time, window_start = source["train_time"], source["window_start"]
-        pending = [torch.tensor(v, device=device) for v in source["pending"]]
-        for record in source["metrics"]:
-            log.log(**record)
-    source = None  # free the checkpoint's tensors
+        restore_state(run, source)
+    return run
 
-    def save_last():
-        if not all(torch.isfinite(p).all() for p in net.parameters()):
-            raise UserError(f"weights became nan/inf by step {step} — lower --lr or raise --warmup-steps; "
-                            f"{last_path} was not overwritten")
-        save_checkpoint(last_path, net, tokenizer, stage="pretrain", objective=args.objective, step=step,
-                        val_loss=best_val, best_val_loss=best_val, bad_evals=bad_evals, last_eval=last_eval,
-                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), metrics=log.records,
-                        train_time=train_time, window_start=window_start, pending=[float(v) for v in pending],
-                        args=vars(args))
 
-    if master:
-        D = args.max_steps * tokens_per_step
-        print(f"{args.objective}: {n_params / 1e6:.2f}M parameters | {len(train_ids):,} train and {len(val_ids):,} "
-              f"validation tokens | vocab {cfg.vocab_size} | {device} {args.dtype} x{world}")
-        print(f"plan: {args.max_steps} steps x {tokens_per_step:,} tokens = D {D / 1e6:.2f}M tokens "
-              f"({D / n_params:.0f} per parameter; Chinchilla-optimal ~20) | 6ND = {6 * n_params * D:.2e} FLOPs | "
-              f"weights+grads+Adam ~{16 * n_params / 2**20:.0f} MiB")
+def restore_state(run, source):
+    """Optimizer, grad scaler, loop state and the metrics so far, from pretrain_last.pt."""
+    run.optimizer.load_state_dict(source["optimizer"])
+    run.scaler.load_state_dict(source["scaler"])
+    run.state = RunState(**{**source["state"], "pending": [torch.tensor(v, device=run.device)
+                                                            for v in source["state"]["pending"]]})
+    for record in source["metrics"]:
+        run.log.log(**record)
 
-    # Ctrl-C asks the loop to stop at the next step boundary, so the saved state is a consistent one
-    interrupted = []
 
-    def on_ctrl_c(*_):
-        if interrupted:  # a second Ctrl-C: quit now
+def save_last(run):
+    """pretrain_last.pt: the weights plus everything --resume needs. Refuses to overwrite it with nan."""
+    s = run.state
+    if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
+        raise UserError(f"weights became nan/inf by step {s.step} — lower --lr or raise --warmup-steps; "
+                        f"{run.path('_last')} was not overwritten")
+    state = dict(vars(s), pending=[float(v) for v in s.pending])
+    save_checkpoint(run.path("_last"), run.raw_model, run.tokenizer, stage="pretrain", objective=run.args.objective,
+                    step=s.step, val_loss=s.best_val_loss, optimizer=run.optimizer.state_dict(),
+                    scaler=run.scaler.state_dict(), metrics=run.log.records, state=state, args=vars(run.args))
+
+
+def print_plan(run):
+    n_params = run.raw_model.num_params()
+    D = run.args.max_steps * run.tokens_per_step
+    print(f"{run.args.objective}: {n_params / 1e6:.2f}M parameters | {len(run.train_data):,} train and "
+          f"{len(run.val_data):,} validation tokens | vocab {run.raw_model.cfg.vocab_size} | {run.device} "
+          f"{run.args.dtype} x{run.world}")
+    print(f"plan: {run.args.max_steps} steps x {run.tokens_per_step:,} tokens = D {D / 1e6:.2f}M tokens "
+          f"({D / n_params:.0f} per parameter; Chinchilla-optimal ~20) | 6ND = {6 * n_params * D:.2e} FLOPs | "
+          f"weights+grads+Adam ~{16 * n_params / 2**20:.0f} MiB")
+
+
+# ----------------------------------------------------------------------------- interrupts, several processes
+
+@contextlib.contextmanager
+def ctrl_c_requests_a_stop():
+    """Within the block a first Ctrl-C only asks the loop to stop at the next step boundary (so the
+    saved state is a consistent one); a second one quits at once. Yields a list that is non-empty
+    once a stop was asked for."""
+    asked = []
+
+    def handler(*_):
+        if asked:
             raise KeyboardInterrupt
-        interrupted.append(True)
-    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
-    generator = torch.Generator()
-    bar = tqdm(total=args.max_steps, initial=step, disable=not master, desc=stem, dynamic_ncols=True)
-    tic = time.time()
-
-    def agree(flag):  # processes must stop at the same step, or the others wait forever in all-reduce
-        if not ddp:
-            return flag
-        t = torch.tensor(float(flag), device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
+        asked.append(True)
+    previous = signal.signal(signal.SIGINT, handler)
     try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def agree(run, flag):
+    """True in every process if it is True in any: processes must stop at the same step, or the others
+    wait forever in the next all-reduce. A collective costs time, so several processes compare notes
+    at log steps only."""
+    if run.world == 1:
+        return flag
+    if run.state.step % run.args.log_interval:
+        return False
+    t = torch.tensor(float(flag), device=run.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def step_seed(seed, step, rank):
+    """The seed of one step in one process. Every draw of a step (windows, masks, dropout) depends
+    only on (seed, step, rank), so a resumed run draws exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + step) * 1024 + rank
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(run):
+    """The loop: validate when due (checkpoints, early stopping), then one optimizer step, then log."""
+    args, s = run.args, run.state
+    generator = torch.Generator()
+    bar = tqdm(total=args.max_steps, initial=s.step, disable=not run.master, desc=run.stem, dynamic_ncols=True)
+    tic = time.time()
+    with ctrl_c_requests_a_stop() as stop_asked:
         while True:
-            # --- validation, checkpoints, early stopping
-            if (step % args.eval_interval == 0 or step == args.max_steps) and last_eval != step:
-                train_time += time.time() - tic
-                val_loss, masked_acc = estimate_loss(fast, val_data, args, device, rank, world, mask_id, cfg.vocab_size)
-                if not math.isfinite(val_loss):
-                    raise UserError(f"validation loss is {val_loss} at step {step} — lower --lr or raise "
-                                    "--warmup-steps (float16: try bfloat16)")
-                last_eval, improved = step, val_loss < best_val
-                best_val, bad_evals = min(best_val, val_loss), 0 if improved else bad_evals + 1
-                record = dict(step=step, tokens=step * tokens_per_step, val_loss=val_loss)
-                if args.objective == "mlm":
-                    record["masked_accuracy"] = masked_acc
-                log.log(**record)
-                if master:
-                    if improved:
-                        save_checkpoint(best_path, net, tokenizer, stage="pretrain", objective=args.objective,
-                                        step=step, val_loss=val_loss, tokens=step * tokens_per_step, args=vars(args))
-                    save_last()
-                    bar.write(f"step {step}: val_loss {val_loss:.4f}" + (" (best)" if improved else "")
-                              + (f", masked accuracy {masked_acc:.1%}" if args.objective == "mlm" else ""))
+            if (s.step % args.eval_interval == 0 or s.step == args.max_steps) and s.last_eval != s.step:
+                s.train_time += time.time() - tic
+                early_stop = validate(run, bar)
                 tic = time.time()
-                if args.patience and bad_evals >= args.patience:
-                    if master:
-                        bar.write(f"early stopping: no improvement in {args.patience} validations")
+                if early_stop:
                     break
-            if step >= args.max_steps:
+            if s.step >= args.max_steps:
                 break
-            # (several processes compare notes at log steps only: it costs a collective)
-            if (not ddp or step % args.log_interval == 0) and agree(bool(interrupted)):
-                train_time += time.time() - tic
-                if master:
-                    save_last()
+            if agree(run, bool(stop_asked)):
+                s.train_time += time.time() - tic
+                if run.master:
+                    save_last(run)
                     bar.close()
-                    print(f"interrupted at step {step}: saved {last_path} — continue with --resume")
+                    print(f"interrupted at step {s.step}: saved {run.path('_last')} — continue with --resume")
                 raise SystemExit(130)
 
-            # --- one optimizer step: grad_accum micro-batches, then clip, then AdamW
-            lr = lr_at(step, args.lr, args.warmup_steps, args.max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            seed = step_seed(args.seed, step, rank)
+            # one optimizer step: grad_accum micro-batches, then clip, then AdamW
+            lr = set_lr(run.optimizer, s.step, args.warmup_steps, args.max_steps)
+            seed = step_seed(args.seed, s.step, run.rank)
             generator.manual_seed(seed)
             torch.manual_seed(seed)  # dropout
-            step_loss = torch.zeros((), device=device)
+            step_loss = torch.zeros((), device=run.device)
             for micro in range(args.grad_accum):
-                x, y = get_batch(train_data, args.batch_size, cfg.block_size, args.objective, generator,
-                                 mask_id, cfg.vocab_size)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                # gradients are all-reduced once, after the last micro-batch
-                sync = not ddp or micro == args.grad_accum - 1
-                with contextlib.nullcontext() if sync else model.no_sync():
-                    with autocast(device, args.dtype):
-                        _, loss = model(x, y)
-                    scaler.scale(loss / args.grad_accum).backward()
+                x, y = get_batch(run.train_data, args.batch_size, run.raw_model.cfg.block_size, args.objective,
+                                 generator, run.mask_id, run.raw_model.cfg.vocab_size)
+                x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+                # several processes all-reduce the gradients once, after the last micro-batch
+                last = run.world == 1 or micro == args.grad_accum - 1
+                with contextlib.nullcontext() if last else run.model.no_sync():
+                    with autocast(run.device, args.dtype):
+                        _, loss = run.model(x, y)
+                    run.scaler.scale(loss / args.grad_accum).backward()
                 step_loss += loss.detach() / args.grad_accum
-            optimizer_step(optimizer, scaler, net.parameters(), args.grad_clip)
-            step += 1
-            pending.append(step_loss)
+            optimizer_step(run.optimizer, run.scaler, run.raw_model.parameters(), args.grad_clip)
+            s.step += 1
+            s.pending.append(step_loss)
             bar.update(1)
+            if s.step % args.log_interval == 0 or s.step == args.max_steps:
+                log_progress(run, lr, s.train_time + time.time() - tic, bar)
+    bar.close()
+    s.train_time += time.time() - tic
 
-            # --- logging: mean train loss since the last log, tokens/s over training time only
-            if step % args.log_interval == 0 or step == args.max_steps:
-                loss_mean = torch.stack(pending).mean()
-                if ddp:
-                    dist.all_reduce(loss_mean)
-                loss_mean = loss_mean.item() / world  # waits for the device, so the clock below is honest
-                if not math.isfinite(loss_mean):
-                    raise UserError(f"training loss is {loss_mean} at step {step} — lower --lr or raise "
-                                    "--warmup-steps (float16: try bfloat16)")
-                now = train_time + time.time() - tic
-                tok_s = len(pending) * tokens_per_step / max(now - window_start, 1e-9)
-                mfu = fpt * tok_s / (peak * world) if peak else None
-                log.log(step=step, tokens=step * tokens_per_step, loss=loss_mean, lr=lr,
-                        tokens_per_sec=tok_s, mfu=mfu)
-                bar.set_postfix(loss=f"{loss_mean:.3f}", tok_s=f"{tok_s / 1e3:.1f}k",
-                                **({"mfu": f"{mfu:.1%}"} if mfu is not None else {}))
-                pending, window_start = [], now
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-        bar.close()
-    train_time += time.time() - tic
-    if master:
-        _report(args, device, stem, best_path, log, step, tokens_per_step, train_time, started,
-                train_ids, val_ids, mask_id)
+
+def validate(run, bar):
+    """Validation loss (and masked accuracy for mlm), the best and last checkpoints, early stopping.
+    Returns True when training should stop early."""
+    args, s = run.args, run.state
+    # through the compiled model but not the DDP wrapper: the processes split the windows themselves
+    evaluator = run.model.module if isinstance(run.model, DistributedDataParallel) else run.model
+    val_loss, masked_acc = estimate_loss(evaluator, run.val_data, args, run.device, run.rank, run.world,
+                                         run.mask_id, run.raw_model.cfg.vocab_size)
+    if not math.isfinite(val_loss):
+        raise UserError(f"validation loss is {val_loss} at step {s.step} — lower --lr or raise "
+                        "--warmup-steps (float16: try bfloat16)")
+    improved = val_loss < s.best_val_loss
+    s.last_eval, s.best_val_loss, s.bad_evals = s.step, min(s.best_val_loss, val_loss), 0 if improved else s.bad_evals + 1
+    record = dict(step=s.step, tokens=s.step * run.tokens_per_step, val_loss=val_loss)
+    if args.objective == "mlm":
+        record["masked_accuracy"] = masked_acc
+    run.log.log(**record)
+    if run.master:
+        if improved:
+            save_checkpoint(run.path(), run.raw_model, run.tokenizer, stage="pretrain", objective=args.objective,
+                            step=s.step, val_loss=val_loss, tokens=s.step * run.tokens_per_step, args=vars(args))
+        save_last(run)
+        bar.write(f"step {s.step}: val_loss {val_loss:.4f}" + (" (best)" if improved else "")
+                  + (f", masked accuracy {masked_acc:.1%}" if args.objective == "mlm" else ""))
+    stop = bool(args.patience) and s.bad_evals >= args.patience
+    if stop and run.master:
+        bar.write(f"early stopping: no improvement in {args.patience} validations")
+    return stop
+
+
+def log_progress(run, lr, now, bar):
+    """Mean train loss since the last log line, tokens/s over training time only, MFU on a known GPU."""
+    s = run.state
+    loss_mean = torch.stack(s.pending).mean()
+    if run.world > 1:
+        dist.all_reduce(loss_mean)
+    loss_mean = loss_mean.item() / run.world  # waits for the device, so the clock is honest
+    if not math.isfinite(loss_mean):
+        raise UserError(f"training loss is {loss_mean} at step {s.step} — lower --lr or raise "
+                        "--warmup-steps (float16: try bfloat16)")
+    tok_s = len(s.pending) * run.tokens_per_step / max(now - s.window_start, 1e-9)
+    peak = peak_flops(run.device)
+    mfu = flops_per_token(run.raw_model.cfg, run.raw_model.num_params()) * tok_s / (peak * run.world) if peak else None
+    run.log.log(step=s.step, tokens=s.step * run.tokens_per_step, loss=loss_mean, lr=lr, tokens_per_sec=tok_s, mfu=mfu)
+    bar.set_postfix(loss=f"{loss_mean:.3f}", tok_s=f"{tok_s / 1e3:.1f}k", **({"mfu": f"{mfu:.1%}"} if mfu else {}))
+    s.pending, s.window_start = [], now
 
 
 # ----------------------------------------------------------------------------- what the base model learned
 
-def _report(args, device, stem, best_path, log, step, tokens_per_step, train_time, started,
-            train_ids, val_ids, mask_id):
+def report(run, started):
     """After training: the curves, samples or fill-ins from the best checkpoint, the knowledge
     probe, and the one summary line."""
-    log.plot(os.path.join(args.out_dir, f"{stem}.png"), ["loss", "val_loss", "lr"], x="tokens",
-             title=f"{args.objective} pretraining")
-    net, tokenizer, ckpt = load_model(best_path, device)
-    tokens = step * tokens_per_step
-    summary = dict(val_loss=ckpt["val_loss"], best_step=ckpt["step"], steps=step, tokens=tokens,
-                   tokens_per_sec=tokens / max(train_time, 1e-9))
+    args, s = run.args, run.state
+    run.log.plot(os.path.join(args.out_dir, f"{run.stem}.png"), ["loss", "val_loss", "lr"], x="tokens",
+                 title=f"{args.objective} pretraining")
+    net, tokenizer, ckpt = load_model(run.path(), run.device)
+    tokens = s.step * run.tokens_per_step
+    summary = dict(val_loss=ckpt["val_loss"], best_step=ckpt["step"], steps=s.step, tokens=tokens,
+                   tokens_per_sec=tokens / max(s.train_time, 1e-9))
     shown = [f"val_loss {ckpt['val_loss']:.4f}"]
-
     if args.objective == "mlm":
-        # the unigram baseline always guesses the commonest training token
-        unigram = float((val_ids == np.bincount(train_ids).argmax()).mean())
-        _, acc = estimate_loss(net, torch.from_numpy(val_ids), args, device, mask_id=mask_id,
-                               vocab_size=net.cfg.vocab_size)
-        summary.update(masked_accuracy=acc, unigram_accuracy=unigram)
-        shown.append(f"masked accuracy {acc:.1%} (unigram baseline {unigram:.1%})")
-        x, y = get_batch(torch.from_numpy(val_ids), 1, min(64, net.cfg.block_size), "mlm",
-                         torch.Generator().manual_seed(args.seed), mask_id, net.cfg.vocab_size)
-        with torch.no_grad():
-            guess = net(x.to(device))[0].argmax(-1)[0].cpu()
-        chosen = y[0] != -100
-        print("masked input:  " + tokenizer.decode(x[0].tolist()).replace("\n", " "))
-        print("model's fill:  " + tokenizer.decode(torch.where(chosen, guess, x[0]).tolist()).replace("\n", " "))
+        shown.append(show_fill_ins(run, net, tokenizer, summary))
     else:
-        try:  # a sample starts where a line starts
-            start = tokenizer.encode("\n")
-        except (ValueError, KeyError):
-            start = val_ids[:1].tolist()
-        gen = torch.Generator(device=device).manual_seed(args.seed)
-        with torch.no_grad(), autocast(device, args.dtype):
-            out = net.generate(torch.tensor([start] * 3, device=device), 200, temperature=0.8, top_k=50, generator=gen)
-        for i, row in enumerate(out.tolist()):
-            print(f"--- sample {i + 1}\n{tokenizer.decode(row[len(start):]).strip()}")
+        show_samples(run, net, tokenizer)
         if os.path.exists(args.eval_data):
-            shown += _knowledge_probe(net, tokenizer, args, device, summary)
+            shown += knowledge_probe(net, tokenizer, args, run.device, summary)
     summary["wall_s"] = time.time() - started
-    log.summary(**summary)
+    run.log.summary(**summary)
     minutes, seconds = divmod(int(summary["wall_s"]), 60)
     shown.append(f"{tokens / 1e6:.2f}M tokens in {minutes}m{seconds:02d}s ({summary['tokens_per_sec'] / 1e3:.1f}k tok/s)")
     print("summary: " + " | ".join(shown))
 
 
-def _knowledge_probe(net, tokenizer, args, device, summary):
+def show_fill_ins(run, net, tokenizer, summary):
+    """The masked LM's accuracy against the unigram baseline, which always guesses the commonest
+    training token, and one masked window with the model's guesses filled in."""
+    train_ids, val_ids = run.train_data.numpy(), run.val_data.numpy()
+    unigram = float((val_ids == np.bincount(train_ids).argmax()).mean())
+    _, acc = estimate_loss(net, run.val_data, run.args, run.device, mask_id=run.mask_id, vocab_size=net.cfg.vocab_size)
+    summary.update(masked_accuracy=acc, unigram_accuracy=unigram)
+    x, y = get_batch(run.val_data, 1, min(64, net.cfg.block_size), "mlm", torch.Generator().manual_seed(run.args.seed),
+                     run.mask_id, net.cfg.vocab_size)
+    with torch.no_grad():
+        guess = net(x.to(run.device))[0].argmax(-1)[0].cpu()
+    chosen = y[0] != -100
+    print("masked input:  " + tokenizer.decode(x[0].tolist()).replace("\n", " "))
+    print("model's fill:  " + tokenizer.decode(torch.where(chosen, guess, x[0]).tolist()).replace("\n", " "))
+    return f"masked accuracy {acc:.1%} (unigram baseline {unigram:.1%})"
+
+
+def show_samples(run, net, tokenizer):
+    """Three samples of raw text, each starting where a line starts."""
+    try:
+        start = tokenizer.encode("\n")
+    except (ValueError, KeyError):
+        start = run.val_data[:1].tolist()
+    gen = torch.Generator(device=run.device).manual_seed(run.args.seed)
+    with torch.no_grad(), autocast(run.device, run.args.dtype):
+        out = net.generate(torch.tensor([start] * 3, device=run.device), 200, temperature=0.8, top_k=50, generator=gen)
+    for i, row in enumerate(out.tolist()):
+        print(f"--- sample {i + 1}\n{tokenizer.decode(row[len(start):]).strip()}")
+
+
+def knowledge_probe(net, tokenizer, args, device, summary):
     """Greedy completions of data/eval.jsonl, graded by the gold rule. Base models are scored on
     every kind so later stages have a baseline; only cloze (raw text) suits a base model."""
     records = read_jsonl(args.eval_data, required=("prompt", "kind", "answers"))
@@ -474,12 +534,42 @@ def _knowledge_probe(net, tokenizer, args, device, summary):
     print(format_pass_rates({"pretrain": rates}))
     for r in [r for r in graded if r["kind"] == "cloze"][:3]:
         print(f"  {'pass' if r['passed'] else 'FAIL'}  {r['prompt']}|{r['output'][:40]}")
-    # seed 002: handed a question, a base model continues the text (often with more questions)
+    # handed a question, a base model continues the text (often with more questions)
     for r in [r for r in graded if r["kind"] == "fact"][:1]:
         reply = generate_answers(net, tokenizer, [r["prompt"]], device, max_new_tokens=new_tokens, chat=False)[0]
         print(f"a base model asked a question continues the text:\n  {r['prompt']}|{reply!r}")
     summary.update(pass_rates=rates)
     return [f"cloze {rates['cloze']:.1%}"] if "cloze" in rates else []
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    started = time.time()
+    args = parse_args(argv)
+    # Data parallelism: torchrun starts one process per device and tells each its RANK.
+    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device, rank, world = pick_device(args.device), 0, 1
+    if ddp:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for float32 matmuls
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        set_seed(args.seed)
+        run = setup(args, device, rank, world, ddp)
+        if run.master:
+            print_plan(run)
+        train(run)
+        if run.master:
+            report(run, started)
+    finally:
+        if ddp:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

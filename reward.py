@@ -42,19 +42,18 @@ learns with the new head. `--freeze-layers N` keeps the embeddings and the lower
 costs a few points of held-out accuracy, because telling a correct answer from a confident
 invention needs the knowledge stored all the way down.
 
-Even so, on the default model the last token cannot reach that knowledge: held out, the head puts
-a correct answer above a confident invention in only 40% of pairs. The language model itself can.
-A causal LM checks a fact by predicting it, and the SFT model's average log-likelihood of an answer
-ranks correct above hallucinated in every held-out pair. `--likelihood-weight α` keeps the LM head
-(it is tied to the embeddings, so no new weights) and adds that average to the reward, computed by
-the same network and trained with it:
+What the readings' reward model is: the scalar head above and nothing else (`--likelihood-weight 0`).
+This course adds one term to it. On a small model the last token alone struggles to reach what the
+network knows: to tell a correct answer from a confident invention, the head has to recall the fact
+at the final position. The language model itself checks a fact by predicting it, and the SFT
+model's average log-likelihood of an answer is high for a fact it knows and low for an invention.
+`--likelihood-weight α` keeps the LM head (it is tied to the embeddings, so no new weights) and adds
+that average to the reward, computed by the same network and trained with it:
 
     r(x, y) = w · h_last(x ⊕ y) + b + α · (1/|y|) Σ_t log p(y_t | x, y_<t)
 
-The default is α = 3: docs/04-reward.md measures α from 0 to 10, with and without training, and
-what PPO makes of each. The term has a price. It rewards probable text, so a reward model that
-leans on it harder is easier to game: at α = 10 PPO's reward-model score climbs highest while the
-held-out facts it answers fall from 85% to 66%. `--likelihood-weight 0` gives the plain scalar head.
+docs/04-reward.md measures what α buys in held-out accuracy, and what PPO makes of it. The term has
+a price: it rewards probable text, so a reward model that leans on it harder is easier to game.
 
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
 the SFT model score 0 on average (the shift is stored as `reward_offset` in the checkpoint). A
@@ -85,9 +84,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, grad_scaler, lr_at,
-                    optimizer_step, pick_device, read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
-from model import ModelConfig, RewardModel, chat_ids, generate_answers, load_policy, preference_pairs, reward_scores
+from model import (RewardModel, chat_ids, configure_optimizer, optimizer_step, pack_answers, reward_scores,
+                   set_lr)
+from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, autocast, generate_answers, grad_scaler,
+                      load_policy, pick_device, preference_pairs, read_jsonl, require_positive, run_main,
+                      save_checkpoint, set_seed)
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -221,10 +222,11 @@ def comparison_loss(rewards, comparisons, loss, margin):
     return torch.stack(per_prompt).mean()
 
 
-def forward_comparisons(model, comparisons, pad_id):
-    """Every answer of every comparison through the model in one batch; one reward tensor per comparison."""
-    rewards = model.score([ids for c in comparisons for ids in c.ids], pad_id,
-                          [n for c in comparisons for n in c.answer_lengths])
+def forward_comparisons(model, comparisons, pad_id, device):
+    """Every answer of every comparison through the model in one batch; one reward tensor per comparison.
+    model is called directly (not .score) so that a torch.compile'd model runs its compiled forward."""
+    rewards = model(*pack_answers([ids for c in comparisons for ids in c.ids], pad_id,
+                                  [n for c in comparisons for n in c.answer_lengths], device))
     return list(rewards.split([len(c.ids) for c in comparisons]))
 
 
@@ -247,7 +249,7 @@ def evaluate_rewards(model, comparisons, pad_id, device, dtype, loss, margin, ba
     rewards = []
     for start in range(0, len(comparisons), batch_size):
         with autocast(device, dtype):
-            rewards += forward_comparisons(model, comparisons[start:start + batch_size], pad_id)
+            rewards += forward_comparisons(model, comparisons[start:start + batch_size], pad_id, device)
     model.train(was_training)
     rewards = [r.float() for r in rewards]
     stats = pair_stats(rewards, comparisons)
@@ -308,30 +310,25 @@ def sample_prompts(path, n, seed, tokenizer):
     return [prompts[order[i % len(prompts)]] for i in range(n)]
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train a reward model on preference pairs and rankings.")
-    add_common_args(parser, data="data/prefs.jsonl", max_steps=400, batch_size=16,
-                    lr=6e-4, warmup_steps=15, eval_interval=50, log_interval=5)
     # a batch here counts prompts, each bringing all of its ranked answers (2 to 4 sequences)
-    next(a for a in parser._actions if a.dest == "batch_size").help = \
-        "prompts per micro-batch, each with all of its answers (default: %(default)s)"
-    parser.add_argument("--loss", default="bt", choices=["bt", "hinge", "mse"],
-                        help="bt: Bradley-Terry −log σ(r_w − r_l); hinge: margin ranking; "
-                             "mse: regression on each answer's 'score' (default: %(default)s)")
-    parser.add_argument("--margin", type=float, default=None,
-                        help="margin m of the pair loss (default: 0 for bt, 1 for hinge)")
-    parser.add_argument("--freeze-layers", type=int, default=0,
-                        help="freeze the embeddings and this many lower blocks; only the blocks above and "
-                             "the score head learn; 0 = train every weight (default: %(default)s)")
-    parser.add_argument("--prompts", default="data/prompts.jsonl",
-                        help="prompts whose SFT samples define reward 0 (default: %(default)s)")
-    parser.add_argument("--norm-samples", type=int, default=96,
-                        help="SFT samples used to centre the reward; 0 = do not centre (default: %(default)s)")
-    parser.add_argument("--likelihood-weight", type=float, default=3.0,
-                        help="α: add α × the answer's mean log-likelihood under the model's own LM head to "
-                             "the reward; 0 = the scalar head alone (default: %(default)s)")
+    add_common_args(parser, helps={"batch_size": "prompts per micro-batch, each with all of its answers"},
+                    data="data/prefs.jsonl", max_steps=400, batch_size=16, lr=6e-4, warmup_steps=15,
+                    eval_interval=50, log_interval=5)
+    a = parser.add_argument
+    a("--loss", default="bt", choices=["bt", "hinge", "mse"], help="bt: Bradley-Terry −log σ(r_w − r_l); hinge: "
+      "margin ranking; mse: regression on each answer's 'score' (default: %(default)s)")
+    a("--margin", type=float, default=None, help="margin m of the pair loss (default: 0 for bt, 1 for hinge)")
+    a("--freeze-layers", type=int, default=0, help="freeze the embeddings and this many lower blocks; only the "
+      "blocks above and the score head learn; 0 = train every weight (default: %(default)s)")
+    a("--prompts", default="data/prompts.jsonl", help="prompts whose SFT samples define reward 0 (default: %(default)s)")
+    a("--norm-samples", type=int, default=96, help="SFT samples used to centre the reward; 0 = do not centre "
+      "(default: %(default)s)")
+    a("--likelihood-weight", type=float, default=3.0, help="α: add α × the answer's mean log-likelihood under the "
+      "model's own LM head to the reward; 0 = the scalar head alone (default: %(default)s)")
     args = parser.parse_args(argv)
     require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval")
     args.init = args.init or os.path.join(args.out_dir, "sft.pt")
@@ -342,33 +339,44 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    started = time.time()
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    if device == "cpu":  # the course machine shares 2 cores; more threads only fight over them
-        torch.set_num_threads(min(torch.get_num_threads(), 2))
+# ----------------------------------------------------------------------------- the run
 
-    # --- the SFT model: its body becomes the reward model's, and it samples the answers for centring
+@dataclass
+class Run:
+    """What the loop works with. raw_model is the RewardModel; model is what the forward pass goes
+    through (torch.compile'd, or raw_model itself)."""
+    args: argparse.Namespace
+    device: str
+    raw_model: RewardModel
+    model: torch.nn.Module
+    policy: torch.nn.Module      # the SFT model: it samples the answers that define reward 0
+    tokenizer: object
+    train: list                  # Comparisons
+    val: list
+    prompts: list                # prompts of the centring samples
+    log: MetricsLog
+
+
+def build_reward_model(args, device):
+    """The SFT model's body under a new score head (its LM head kept for the likelihood term)."""
     policy, tokenizer, sft = load_policy(args.init, device)
-    cfg = ModelConfig(**sft["config"])
-    model = RewardModel(cfg, args.likelihood_weight)
-    model.backbone.load_state_dict(policy.state_dict())
-    model.to(device)
+    raw_model = RewardModel(policy.cfg, args.likelihood_weight)
+    raw_model.backbone.load_state_dict(policy.state_dict())
+    raw_model.to(device)
     if args.freeze_layers:
-        if not 0 <= args.freeze_layers <= cfg.n_layer:
-            raise UserError(f"--freeze-layers {args.freeze_layers} is out of range — use 0..{cfg.n_layer}")
-        body = model.backbone
+        if not 0 <= args.freeze_layers <= policy.cfg.n_layer:
+            raise UserError(f"--freeze-layers {args.freeze_layers} is out of range — use 0..{policy.cfg.n_layer}")
+        body = raw_model.backbone
         frozen = [body.wte, body.wpe, *body.blocks[:args.freeze_layers]]
         for p in (p for m in frozen for p in m.parameters()):
             p.requires_grad_(False)
+    return raw_model, policy, tokenizer
 
-    prompts = sample_prompts(args.prompts, args.norm_samples, args.seed, tokenizer)  # read now: fail before training
 
-    # --- preference data: every prompt with its ordered pairs, tokenised once
+def load_comparisons(args, tokenizer, block_size):
+    """(train, held-out) comparisons, tokenised once; those the chosen loss cannot use are dropped."""
     comparisons = read_preferences(args.data)
-    truncated = encode(tokenizer, comparisons, cfg.block_size, args.data)
+    truncated = encode(tokenizer, comparisons, block_size, args.data)
     if args.loss == "mse":
         comparisons = [c for c in comparisons if any(s is not None for s in c.scores)]
         if not comparisons:
@@ -381,27 +389,36 @@ def main(argv=None):
     if not train or not val:
         raise UserError(f"need both 'train' and 'val' comparisons in {args.data} (found {len(train)} and "
                         f"{len(val)}) — mark held-out lines with \"split\": \"val\"")
-    n_pairs = sum(len(c.pairs) for c in train)
-    print(f"{len(train)} training prompts ({n_pairs} pairs), {len(val)} held-out prompts "
-          f"({sum(len(c.pairs) for c in val)} pairs); {truncated} answers truncated to {cfg.block_size} tokens")
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{len(train)} training prompts ({sum(len(c.pairs) for c in train)} pairs), {len(val)} held-out prompts "
+          f"({sum(len(c.pairs) for c in val)} pairs); {truncated} answers truncated to {block_size} tokens")
+    return train, val
+
+
+def setup(args, device):
+    raw_model, policy, tokenizer = build_reward_model(args, device)
+    cfg = raw_model.cfg
+    prompts = sample_prompts(args.prompts, args.norm_samples, args.seed, tokenizer)  # read now: fail before training
+    train, val = load_comparisons(args, tokenizer, cfg.block_size)
+    n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
     print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, embeddings and {args.freeze_layers} lower blocks "
           f"frozen, {n_train:,} trainable parameters; loss {args.loss} (margin {args.margin}), {device}")
     if args.likelihood_weight:
         print(f"reward = last-token head + {args.likelihood_weight:g} x the answer's mean log-likelihood "
               "(LM head kept)")
+    model = torch.compile(raw_model) if args.compile else raw_model
+    log = MetricsLog(os.path.join(args.out_dir, "reward.jsonl"))
+    return Run(args, device, raw_model, model, policy, tokenizer, train, val, prompts, log)
 
-    optimizer = configure_optimizer(model, args.lr, device_type=torch.device(device).type)
+
+# ----------------------------------------------------------------------------- training
+
+def train(run):
+    """The loop: Bradley-Terry (or hinge, or MSE) on batches of prompts, warmup + cosine, held-out
+    accuracy every eval_interval steps, early stopping. Returns the last held-out statistics."""
+    args, device, pad_id = run.args, run.device, run.tokenizer.pad_id
+    optimizer = configure_optimizer(run.raw_model, args.lr, fused=torch.device(device).type == "cuda")
     scaler = grad_scaler(device, args.dtype)
-    net = torch.compile(model) if args.compile else model
-    out = args.out_dir
-    log = MetricsLog(os.path.join(out, "reward.jsonl"))
-
-    def validate(step):
-        s = evaluate_rewards(net, val, tokenizer.pad_id, device, args.dtype, args.loss, args.margin)
-        log.log(step=step, val_loss=s["loss"], val_accuracy=s.get("accuracy"), val_margin=s.get("margin"))
-        return s
-
+    validate = lambda step: held_out(run, step)  # noqa: E731
     final = validate(0)
     print(f"before training: held-out accuracy {100 * final.get('accuracy', float('nan')):.1f}% "
           f"(val_loss {final['loss']:.3f}; chance is 50%)")
@@ -410,23 +427,21 @@ def main(argv=None):
     best, since_best, step = float("inf"), 0, 0
     bar = tqdm(range(1, args.max_steps + 1), desc="reward", dynamic_ncols=True)
     for step in bar:
-        lr = lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(optimizer, step - 1, args.warmup_steps, args.max_steps)
         for _ in range(args.grad_accum):
             if cursor + args.batch_size > len(order):  # a fresh shuffle each epoch
-                order, cursor = torch.randperm(len(train), generator=generator).tolist(), 0
-            batch = [train[i] for i in order[cursor:cursor + args.batch_size]]
+                order, cursor = torch.randperm(len(run.train), generator=generator).tolist(), 0
+            batch = [run.train[i] for i in order[cursor:cursor + args.batch_size]]
             cursor += args.batch_size
             with autocast(device, args.dtype):
-                rewards = forward_comparisons(net, batch, tokenizer.pad_id)
+                rewards = forward_comparisons(run.model, batch, pad_id, device)
             loss = comparison_loss(rewards, batch, args.loss, args.margin)
             scaler.scale(loss / args.grad_accum).backward()
-        optimizer_step(optimizer, scaler, model.parameters())
+        optimizer_step(optimizer, scaler, run.raw_model.parameters())
 
         if step % args.log_interval == 0 or step == args.max_steps:
             stats = pair_stats([r.detach() for r in rewards], batch)
-            log.log(step=step, loss=loss.item(), lr=lr, **stats)
+            run.log.log(step=step, loss=loss.item(), lr=lr, **stats)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats.get('accuracy', float('nan')):.2f}")
         if step % args.eval_interval == 0 or step == args.max_steps:
             final = s = validate(step)
@@ -437,45 +452,79 @@ def main(argv=None):
                 tqdm.write(f"early stop: no better val_loss in {args.patience} validations")
                 break
     bar.close()
+    final["steps"] = step
+    return final
 
-    # --- centre: the SFT model's own answers define reward 0 for PPO. Every reward moves by the same
-    # offset, so accuracy and margins of the last validation stand; the per-kind means move with it.
-    offset = 0.0
-    if prompts:
-        answers = generate_answers(policy, tokenizer, prompts, device, max_new_tokens=min(64, cfg.block_size // 2),
-                                   temperature=1.0, generator=torch.Generator(device).manual_seed(args.seed))
-        offset = center_rewards(model, tokenizer, prompts, answers)
-        print(f"centred on {len(prompts)} SFT samples: bias shifted by {offset:+.3f}")
 
+def held_out(run, step):
+    """Held-out statistics, logged."""
+    s = evaluate_rewards(run.model, run.val, run.tokenizer.pad_id, run.device, run.args.dtype, run.args.loss,
+                         run.args.margin)
+    run.log.log(step=step, val_loss=s["loss"], val_accuracy=s.get("accuracy"), val_margin=s.get("margin"))
+    return s
+
+
+# ----------------------------------------------------------------------------- after training
+
+def centre(run):
+    """The SFT model's own answers define reward 0 for PPO. Every reward moves by the same offset, so
+    accuracy and margins stand; the per-kind means move with it. Returns the offset."""
+    if not run.prompts:
+        return 0.0
+    answers = generate_answers(run.policy, run.tokenizer, run.prompts, run.device,
+                               max_new_tokens=min(64, run.raw_model.cfg.block_size // 2), temperature=1.0,
+                               generator=torch.Generator(run.device).manual_seed(run.args.seed))
+    offset = center_rewards(run.raw_model, run.tokenizer, run.prompts, answers)
+    print(f"centred on {len(run.prompts)} SFT samples: bias shifted by {offset:+.3f}")
+    return offset
+
+
+def report(run, final, offset, started):
+    """The reward model's taste per kind, the hardest comparisons held out and seen, the checkpoint."""
+    args = run.args
     kind_rewards = {kind: r + offset for kind, r in final["kind_rewards"].items()}
     kind_counts = dict(final["kind_counts"])
-    if prompts:
-        kind_rewards["sft sample"], kind_counts["sft sample"] = 0.0, len(prompts)
+    if run.prompts:
+        kind_rewards["sft sample"], kind_counts["sft sample"] = 0.0, len(run.prompts)
     print("mean reward per kind of held-out answer (SFT samples define 0):")
     print(format_kind_table(kind_rewards, kind_counts))
     # the same comparisons on the training prompts: a kind far better there than held out was
     # memorised (which training answer won), not learned as a rule the model can apply elsewhere
-    seen = evaluate_rewards(model, train, tokenizer.pad_id, device, args.dtype, args.loss, args.margin)
+    seen = evaluate_rewards(run.raw_model, run.train, run.tokenizer.pad_id, run.device, args.dtype, args.loss,
+                            args.margin)
     hardest = sorted(final.get("pair_accuracy", {}).items(), key=lambda kv: kv[1])[:5]
     if hardest:
         print("hardest held-out comparisons: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in hardest))
         print(f"the same on training prompts: accuracy {100 * seen.get('accuracy', float('nan')):.1f}%, "
               + ", ".join(f"{k} {100 * seen['pair_accuracy'].get(k, float('nan')):.0f}%" for k, _ in hardest))
     metrics = {k: final[k] for k in ("accuracy", "margin", "loss") if k in final}
-    save_checkpoint(os.path.join(out, "reward.pt"), model, tokenizer, stage="reward", step=step, loss=args.loss,
-                    margin=args.margin, reward_offset=offset, likelihood_weight=args.likelihood_weight,
+    out = args.out_dir
+    save_checkpoint(os.path.join(out, "reward.pt"), run.raw_model, run.tokenizer, stage="reward", step=final["steps"],
+                    loss=args.loss, margin=args.margin, reward_offset=offset, likelihood_weight=args.likelihood_weight,
                     metrics=metrics, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy", {}),
                     init=args.init, args=vars(args))
-    log.plot(os.path.join(out, "reward.png"), ["loss", "accuracy", "val_accuracy", "val_margin"],
-             title="reward model: pairwise loss and agreement with labelers")
+    run.log.plot(os.path.join(out, "reward.png"), ["loss", "accuracy", "val_accuracy", "val_margin"],
+                 title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
-    log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
-                train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"),
-                reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
-                wall_s=round(elapsed, 1), steps=step)
+    run.log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
+                    train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"),
+                    reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
+                    wall_s=round(elapsed, 1), steps=final["steps"])
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
           f"val_loss {final['loss']:.3f} | {int(elapsed // 60)}m{int(elapsed % 60):02d}s")
+
+
+def main(argv=None):
+    started = time.time()
+    args = parse_args(argv)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    if device == "cpu":  # the course machine shares 2 cores; more threads only fight over them
+        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    run = setup(args, device)
+    final = train(run)
+    report(run, final, centre(run), started)
     return final
 
 

@@ -16,6 +16,9 @@ The prompt (every user turn of a conversation) is context, not something to imit
 get the label -100, which the loss ignores. The `<|eos|>` closing each assistant turn *is*
 supervised — it is how the model learns to stop; masking it along with the padding (easy when
 pad and eos are the same token) gives a model that never stops. Here `<|pad|>` is its own token.
+The sum over t runs over the whole batch, so with --grad-accum the micro-batches' token losses
+are added up and divided once by the supervised tokens of all of them (`supervised_loss`):
+accumulating two batches of 16 gives exactly the gradient of one batch of 32.
 
 Data formats. data/sft.jsonl holds both formats of the readings: an instruction with an optional
 input, {"instruction", "input", "output"} (the user prompt is the instruction, a newline, then the
@@ -47,11 +50,9 @@ takes the pretraining loss on --replay-windows random windows of the corpus, wit
 
 which keeps the base model's skills in use: copying the name from the question, recalling what the
 corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
-same term to PPO, "PPO-ptx"); docs/03-sft-lora.md measures what it buys on heldout_fact. The
-validation loss stays the SFT loss alone. --replay-weight 0 turns it off. Two cases leave it off
-unless asked for: --init scratch has no pretraining to keep, and LoRA (--lora-rank) keeps it by
-construction, since W stays frozen and only a low-rank ΔW moves; replay would only take a share of
-the adapter's small capacity (docs/03-sft-lora.md measures both).
+same term to PPO, "PPO-ptx"). The validation loss stays the SFT loss alone. --replay-weight 0 turns
+it off. Two cases leave it off unless asked for: --init scratch has no pretraining to keep, and LoRA
+(--lora-rank) keeps it by construction, since W stays frozen and only a low-rank ΔW moves.
 
 What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
 answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
@@ -66,26 +67,27 @@ Run it:
 What to look for: the bracketed example at start-up (what is trained on), training and
 validation loss in out/sft.png, and the table at the end: gold pass rate per kind of the base
 model and of the SFT model on data/eval.jsonl, the share of answers in the assistant's format (one
-sentence, then stop), and a few answers side by side. `unknown` stays near zero and `harmful` is
-only partly refused, on purpose: the SFT data holds few honest answers and refusals; reward
-modelling, PPO and DPO are the stages that fix them. Note what the validation loss cannot see:
-its prompts ask about the same facts as training, so it keeps falling while `heldout_fact` (what
-only pretraining taught) can already be sinking — forgetting is measured on held-out knowledge.
+sentence, then stop), and a few answers side by side. `unknown` stays low and `harmful` is only
+partly refused, on purpose: the SFT data holds few honest answers and refusals; reward modelling,
+PPO, DPO and GRPO are the stages that fix them. Note what the validation loss cannot see: its
+prompts ask about the same facts as training, so it keeps falling while `heldout_fact` (what only
+pretraining taught) can already be sinking — forgetting is measured on held-out knowledge.
 """
 
 import argparse
 import os
-import random
 import time
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (MetricsLog, UserError, add_common_args, autocast, configure_optimizer, encode_corpus, grad_scaler,
-                    lr_at, optimizer_step, pick_device, random_windows, read_jsonl, read_text, require_positive,
-                    run_main, save_checkpoint, set_seed)
-import model as M
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
+from model import Transformer, build_example as chat_example, configure_optimizer, optimizer_step, pad_batch, set_lr
+from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, answer_format, autocast, batches,
+                      encode_corpus, evaluate, format_pass_rates, grad_scaler, load_policy, pick_device,
+                      random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
 FULL_LR, LORA_LR, SCRATCH_LR = 3e-4, 4e-3, 1e-3  # peak learning rates when --lr is not given
@@ -102,19 +104,19 @@ def record_turns(record, where="sft data"):
         expected = ["user", "assistant"] * (len(turns) // 2)
         if not turns or roles != expected or not all(isinstance(t.get("content"), str) for t in turns):
             raise UserError(f"conversation must alternate user/assistant turns with string content and end "
-                              f"with the assistant ({where}) — fix the record's roles")
+                            f"with the assistant ({where}) — fix the record's roles")
         return [{"role": t["role"], "content": t["content"]} for t in turns]
     if "instruction" in record and "output" in record:
         prompt = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
     raise UserError(f"record has neither \"conversation\" nor \"instruction\" + \"output\" ({where}) — "
-                      "give it one of the two formats of data/README.md")
+                    "give it one of the two formats of data/README.md")
 
 
 def build_example(tokenizer, record, block_size, where="sft data"):
     """(ids, labels, truncated) for one SFT record: labels = ids on what the assistant says (its
     <|eos|> included), -100 on the prompt; at most block_size + 1 tokens (see model.build_example)."""
-    return M.build_example(tokenizer, record_turns(record, where), block_size)
+    return chat_example(tokenizer, record_turns(record, where), block_size)
 
 
 def render_example(tokenizer, ids, labels):
@@ -149,7 +151,22 @@ def load_examples(path, tokenizer, block_size):
     return splits, records, truncated
 
 
-# ----------------------------------------------------------------------------- training helpers
+# ----------------------------------------------------------------------------- the loss
+
+def supervised_loss(model, batch, pad_id, device, dtype, n_supervised):
+    """Σ_t m_t · (−log p(x_{t+1} | x_<=t)) over one micro-batch, divided by n_supervised, the supervised
+    tokens of every micro-batch of the optimizer step: the step's gradient is then that of L_SFT over
+    all of its examples at once, however they were split. Returns (loss, its mean per token here)."""
+    x, y, mask = pad_batch(batch, pad_id, device)
+    with autocast(device, dtype):
+        _, mean_loss = model(x, targets=y, attention_mask=mask)
+    return mean_loss * ((y != -100).sum() / n_supervised), mean_loss
+
+
+def n_supervised_tokens(batch):
+    """The tokens whose labels are not -100, as pad_batch shifts them (labels[1:])."""
+    return sum(sum(t != -100 for t in labels[1:]) for _, labels in batch)
+
 
 def freeze_bottom_layers(net, n):
     """Stop training the position embedding and the lowest n blocks: the generic features nearest
@@ -165,30 +182,192 @@ def freeze_bottom_layers(net, n):
             p.requires_grad_(False)
 
 
-def batches(examples, batch_size, rng):
-    """Endless random full batches, reshuffled every epoch."""
-    while True:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        for i in range(0, max(1, len(order) - batch_size + 1), batch_size):
-            yield [examples[j] for j in order[i:i + batch_size]]  # a ragged tail is left to the next shuffle
-
-
 @torch.no_grad()
-def validation_loss(net, examples, batch_size, pad_id, device, dtype):
+def validation_loss(model, examples, batch_size, pad_id, device, dtype):
     """Mean loss per supervised token over all of `examples`."""
-    was_training = net.training
-    net.eval()
+    was_training = model.training
+    model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        x, y, mask = M.pad_batch(examples[i:i + batch_size], pad_id, device)
+        x, y, mask = pad_batch(examples[i:i + batch_size], pad_id, device)
         with autocast(device, dtype):
-            _, loss = net(x, targets=y, attention_mask=mask)
+            _, loss = model(x, targets=y, attention_mask=mask)
         n = (y != -100).sum().item()
         total, count = total + loss.item() * n, count + n
-    net.train(was_training)
+    model.train(was_training)
     return total / max(count, 1)
 
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Supervised fine-tuning: base model + demonstrations -> assistant.")
+    add_common_args(parser, data="data/sft.jsonl", max_steps=600, batch_size=32, lr=None, warmup_steps=20,
+                    eval_interval=50, log_interval=10, patience=3)
+    a = parser.add_argument
+    a("--eval-data", default="data/eval.jsonl", help="prompts with gold answers (default: %(default)s)")
+    a("--eval-limit", type=int, default=None, help="evaluate only the first N prompts of each kind; 0 skips "
+      "evaluation (default: all)")
+    a("--name", default="sft", help="output file stem under --out-dir, e.g. sft_lora8 (default: %(default)s)")
+    a("--freeze-layers", type=int, default=0, help="freeze the bottom N blocks (default: %(default)s)")
+    a("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all weights; "
+      "0 = full fine-tuning (default: %(default)s)")
+    a("--lora-alpha", type=float, default=16.0, help="LoRA scale: ΔW = (alpha/r)·B·A (default: %(default)s)")
+    a("--lora-targets", default=",".join(DEFAULT_TARGETS), help="comma-separated layers to adapt (default: %(default)s)")
+    a("--replay-data", default="data/corpus.txt", help="pretraining text replayed during SFT (default: %(default)s)")
+    a("--replay-weight", type=float, default=None, help="gamma: weight of the replayed next-token loss; 0 = no "
+      f"replay (default: {REPLAY_WEIGHT:g}, 0 with --init scratch or --lora-rank)")
+    a("--replay-windows", type=int, default=16, help="corpus windows (of the full context) replayed per "
+      "micro-batch (default: %(default)s)")
+    parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
+                     f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
+                     f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
+    args = parser.parse_args(argv)
+    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
+    if args.lora_rank < 0 or args.freeze_layers < 0:
+        raise UserError("--lora-rank and --freeze-layers must be 0 or more")
+    args.from_scratch = args.init == "scratch"
+    args.source = os.path.join(args.out_dir, "pretrain.pt") if args.from_scratch or args.init is None else args.init
+    if args.lr is None:
+        # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
+        # weights have nothing to keep, so both take bigger ones
+        args.lr = SCRATCH_LR if args.from_scratch else LORA_LR if args.lora_rank else FULL_LR
+    if args.replay_weight is None:  # nothing to keep from scratch; LoRA's frozen W keeps it already
+        args.replay_weight = 0.0 if args.from_scratch or args.lora_rank else REPLAY_WEIGHT
+    if args.replay_weight < 0:
+        raise UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
+    return args
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class Run:
+    """What the loop works with. raw_model is the plain network (adapters included); model is what the
+    forward pass goes through (torch.compile'd, or raw_model itself)."""
+    args: argparse.Namespace
+    device: str
+    raw_model: Transformer
+    model: torch.nn.Module
+    tokenizer: object
+    train: list                 # (ids, labels) examples
+    val: list
+    replay: torch.Tensor        # the pretraining corpus as tokens, or None
+    method: str                 # "full fine-tuning", "LoRA rank 8, alpha 16", ...
+    log: MetricsLog
+
+
+def setup(args, device):
+    """The starting model (pretrained or random), the examples, what trains, and the replay corpus."""
+    raw_model, tokenizer, ckpt = load_policy(args.source, device)
+    if args.from_scratch:
+        raw_model = Transformer(raw_model.cfg).to(device)
+        print(f"--init scratch: random weights, architecture and tokenizer of {args.source}")
+    else:
+        print(f"init: {args.source} (stage {ckpt.get('stage', '?')}, {raw_model.num_params():,} parameters)")
+    if tokenizer.pad_id == tokenizer.eos_id:
+        raise UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
+                        "retrain the tokenizer with distinct specials")
+    block_size = raw_model.cfg.block_size
+    splits, records, truncated = load_examples(args.data, tokenizer, block_size)
+    print(f"data: {len(splits['train'])} train / {len(splits['val'])} val examples from {args.data}; truncated "
+          f"{truncated} longer than {block_size + 1} tokens (kept the final answer and the end of the prompt)")
+    for fmt in ("instruction", "conversation"):
+        i = next((i for i, r in enumerate(records) if fmt in r), None)
+        if i is not None:
+            ids, labels, _ = build_example(tokenizer, records[i], block_size)
+            print(f"\none {fmt} example, [supervised tokens] in brackets:\n{render_example(tokenizer, ids, labels)}")
+    return raw_model, tokenizer, splits, truncated
+
+
+def choose_trainable(raw_model, args):
+    """LoRA adapters only, or every weight above the frozen bottom layers. Returns the method's name."""
+    if args.lora_rank:
+        apply_lora(raw_model, args.lora_rank, args.lora_alpha, lora_targets(args))
+    freeze_bottom_layers(raw_model, args.freeze_layers)
+    method = f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}" if args.lora_rank else "full fine-tuning"
+    return method + (" from scratch" if args.from_scratch else "")
+
+
+def lora_targets(args):
+    return tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+
+
+def replay_corpus(args, tokenizer, block_size):
+    """The pretraining text as a token tensor for replay, or None when --replay-weight is 0."""
+    if args.replay_weight <= 0:
+        print("replay: off")
+        return None
+    ids = encode_corpus(read_text(args.replay_data), tokenizer, os.path.join(args.out_dir, "cache"))
+    if len(ids) <= block_size + 1:
+        raise UserError(f"replay text too short: {len(ids)} tokens, fewer than one window of {block_size + 1} "
+                        f"({args.replay_data}) — pass the pretraining corpus, or --replay-weight 0")
+    print(f"replay: {args.replay_windows} windows of {block_size + 1} tokens per batch from {args.replay_data} "
+          f"({len(ids):,} tokens), weight {args.replay_weight:g}")
+    return torch.from_numpy(ids)
+
+
+# ----------------------------------------------------------------------------- training
+
+def finetune(run):
+    """The loop: AdamW on the trainable weights, warmup + cosine, validation loss every eval_interval
+    steps, early stopping with the best weights restored. Returns a dict of results."""
+    args, device, pad_id = run.args, run.device, run.tokenizer.pad_id
+    optimizer = configure_optimizer(run.raw_model, args.lr, fused=torch.device(device).type == "cuda")
+    scaler = grad_scaler(device, args.dtype)
+    stream = batches(run.train, args.batch_size, args.seed)
+    replay_draws = torch.Generator().manual_seed(args.seed)  # its own stream: the SFT batches stay the same
+    trainable = [p for p in run.raw_model.parameters() if p.requires_grad]
+    val_loss = lambda: validation_loss(run.model, run.val, args.batch_size, pad_id, device, args.dtype)  # noqa: E731
+    early = EarlyStopping(run.raw_model, args.patience)
+    if run.val:
+        early.update(val_loss(), 0)
+        print(f"validation loss before SFT: {early.best_loss:.4f}")
+        run.log.log(step=0, val_loss=early.best_loss)
+    run.model.train()
+    step, bar = 0, tqdm(range(1, args.max_steps + 1), desc=args.name, dynamic_ncols=True)
+    for step in bar:
+        lr = set_lr(optimizer, step - 1, args.warmup_steps, args.max_steps)
+        micro_batches = [next(stream) for _ in range(args.grad_accum)]
+        n_supervised = sum(n_supervised_tokens(b) for b in micro_batches)
+        loss_sum, replay_sum = 0.0, 0.0
+        for batch in micro_batches:
+            loss, mean_loss = supervised_loss(run.model, batch, pad_id, device, args.dtype, n_supervised)
+            if run.replay is not None:
+                window = random_windows(run.replay, args.replay_windows, run.raw_model.cfg.block_size + 1,
+                                        replay_draws).to(device)
+                with autocast(device, args.dtype):
+                    _, replay_loss = run.model(window[:, :-1], targets=window[:, 1:])
+                loss = loss + args.replay_weight * replay_loss / args.grad_accum
+                replay_sum += replay_loss.item() / args.grad_accum
+            scaler.scale(loss).backward()
+            loss_sum += mean_loss.item() / args.grad_accum
+        optimizer_step(optimizer, scaler, trainable)
+        metrics = dict(step=step, loss=loss_sum, lr=lr)
+        if run.replay is not None:
+            metrics["replay_loss"] = replay_sum
+        if run.val and (step % args.eval_interval == 0 or step == args.max_steps):
+            metrics["val_loss"] = val_loss()
+            early.update(metrics["val_loss"], step)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", val=f"{metrics['val_loss']:.3f}")
+        if step % args.log_interval == 0 or "val_loss" in metrics:
+            run.log.log(**metrics)
+        if early.stop:
+            tqdm.write(f"early stopping at step {step}: validation loss has not improved for "
+                       f"{early.bad_evals} evaluations")
+            break
+    bar.close()
+    if run.val:
+        early.restore()
+        print(f"best validation loss {early.best_loss:.4f} at step {early.best_step} (restored)")
+    else:
+        print("no validation split: no early stopping, the last weights are kept")
+        early.best_step, early.best_loss = step, None
+    run.raw_model.eval()
+    return dict(steps=step, best_step=early.best_step, val_loss=early.best_loss, train_loss=loss_sum)
+
+
+# ----------------------------------------------------------------------------- evaluation and main
 
 def eval_subset(records, limit):
     """The chat-format eval prompts, the first `limit` of each kind (None: all)."""
@@ -197,82 +376,6 @@ def eval_subset(records, limit):
         group = [r for r in records if r["kind"] == kind]
         chosen += group if limit is None else group[:limit]
     return chosen
-
-
-def format_rate(graded):
-    """Fraction of answers in the assistant's format, right or wrong: one line, one sentence, then
-    <|eos|> (a base model instead runs on into the next forum post)."""
-    ok = [r["output"].rstrip().endswith((".", "!", "?")) and M.answer_text(r["output"]) == r["output"] for r in graded]
-    return sum(ok) / max(len(ok), 1)
-
-
-def finetune(net, train, val, args, tokenizer, device, log, replay=None):
-    """The training loop: AdamW on the trainable weights, warmup + cosine, validation loss every
-    eval_interval steps, early stopping with the best weights restored. `replay` is the corpus as a
-    token tensor (or None): each micro-batch then adds gamma times its next-token loss on random
-    windows. Returns a dict of results."""
-    replay_draws = torch.Generator().manual_seed(args.seed)  # its own stream: the SFT batches stay the same
-    optimizer = configure_optimizer(net, args.lr, device_type=torch.device(device).type)
-    scaler = grad_scaler(device, args.dtype)
-    model = torch.compile(net) if args.compile else net
-    stream = batches(train, args.batch_size, random.Random(args.seed))
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    val_loss = lambda: validation_loss(model, val, args.batch_size, tokenizer.pad_id, device, args.dtype)
-
-    def snapshot():
-        return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-    best = dict(val_loss=None, step=0, state=snapshot())
-    if val:
-        best["val_loss"] = val_loss()
-        print(f"validation loss before SFT: {best['val_loss']:.4f}")
-        log.log(step=0, val_loss=best["val_loss"])
-    bad_evals, step, loss_sum = 0, 0, None
-    model.train()
-    bar = tqdm(range(1, args.max_steps + 1), desc=args.name, dynamic_ncols=True)
-    for step in bar:
-        lr = lr_at(step - 1, args.lr, args.warmup_steps, args.max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum, replay_sum = 0.0, 0.0
-        for _ in range(args.grad_accum):
-            x, y, mask = M.pad_batch(next(stream), tokenizer.pad_id, device)
-            with autocast(device, args.dtype):
-                _, loss = model(x, targets=y, attention_mask=mask)
-            total = loss
-            if replay is not None:
-                window = random_windows(replay, args.replay_windows, net.cfg.block_size + 1, replay_draws).to(device)
-                with autocast(device, args.dtype):
-                    _, replay_loss = model(window[:, :-1], targets=window[:, 1:])
-                total = loss + args.replay_weight * replay_loss
-                replay_sum += replay_loss.item() / args.grad_accum
-            scaler.scale(total / args.grad_accum).backward()
-            loss_sum += loss.item() / args.grad_accum
-        optimizer_step(optimizer, scaler, trainable)
-        metrics = dict(step=step, loss=loss_sum, lr=lr)
-        if replay is not None:
-            metrics["replay_loss"] = replay_sum
-        if val and (step % args.eval_interval == 0 or step == args.max_steps):
-            metrics["val_loss"] = val_loss()
-            if metrics["val_loss"] < best["val_loss"]:
-                best, bad_evals = dict(val_loss=metrics["val_loss"], step=step, state=snapshot()), 0
-            else:
-                bad_evals += 1
-            bar.set_postfix(loss=f"{loss_sum:.3f}", val=f"{metrics['val_loss']:.3f}")
-        if step % args.log_interval == 0 or "val_loss" in metrics:
-            log.log(**metrics)
-        if args.patience and bad_evals >= args.patience:
-            tqdm.write(f"early stopping at step {step}: validation loss has not improved for {bad_evals} evaluations")
-            break
-    bar.close()
-    if val:  # early stopping keeps the best weights, not the last
-        net.load_state_dict(best["state"])
-        print(f"best validation loss {best['val_loss']:.4f} at step {best['step']} (restored)")
-    else:
-        print("no validation split: no early stopping, the last weights are kept")
-        best["step"] = step
-    net.eval()
-    return dict(steps=step, best_step=best["step"], val_loss=best["val_loss"], train_loss=loss_sum)
 
 
 def side_by_side(base_graded, sft_graded):
@@ -284,135 +387,61 @@ def side_by_side(base_graded, sft_graded):
                 print(f"      {name + ':':<5} {r['output'][:70]!r} {'PASS' if r['passed'] else 'fail'}")
 
 
-# ----------------------------------------------------------------------------- main
-
-def main():
-    parser = argparse.ArgumentParser(description="Supervised fine-tuning: base model + demonstrations -> assistant.")
-    add_common_args(parser, data="data/sft.jsonl", max_steps=600, batch_size=32, lr=None, warmup_steps=20,
-                      eval_interval=50, log_interval=10, patience=3)
-    parser.add_argument("--eval-data", default="data/eval.jsonl", help="prompts with gold answers (default: %(default)s)")
-    parser.add_argument("--eval-limit", type=int, default=None,
-                        help="evaluate only the first N prompts of each kind; 0 skips evaluation (default: all)")
-    parser.add_argument("--name", default="sft", help="output file stem under --out-dir, e.g. sft_lora8 (default: %(default)s)")
-    parser.add_argument("--freeze-layers", type=int, default=0, help="freeze the bottom N blocks (default: %(default)s)")
-    parser.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all "
-                        "weights; 0 = full fine-tuning (default: %(default)s)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale: ΔW = (alpha/r)·B·A (default: %(default)s)")
-    parser.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
-                        help="comma-separated layers to adapt (default: %(default)s)")
-    parser.add_argument("--replay-data", default="data/corpus.txt",
-                        help="pretraining text replayed during SFT (default: %(default)s)")
-    parser.add_argument("--replay-weight", type=float, default=None,
-                        help="gamma: weight of the replayed next-token loss; 0 = no replay "
-                        f"(default: {REPLAY_WEIGHT:g}, 0 with --init scratch or --lora-rank)")
-    parser.add_argument("--replay-windows", type=int, default=16,
-                        help="corpus windows (of the full context) replayed per micro-batch (default: %(default)s)")
-    parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
-                     f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
-                     f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
-    args = parser.parse_args()
-    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
-    start_time = time.time()
-    from_scratch = args.init == "scratch"
-    source = os.path.join(args.out_dir, "pretrain.pt") if from_scratch or args.init is None else args.init
-    if args.lora_rank < 0 or args.freeze_layers < 0:
-        raise UserError("--lora-rank and --freeze-layers must be 0 or more")
-    if args.lr is None:
-        # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
-        # weights have nothing to keep, so both take bigger ones
-        args.lr = SCRATCH_LR if from_scratch else LORA_LR if args.lora_rank else FULL_LR
-    if args.replay_weight is None:  # nothing to keep from scratch; LoRA's frozen W keeps it already
-        args.replay_weight = 0.0 if from_scratch or args.lora_rank else REPLAY_WEIGHT
-    if args.replay_weight < 0:
-        raise UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
-    set_seed(args.seed)
-    device = pick_device(args.device)
-
-    # the starting point: a pretrained checkpoint, or its architecture with random weights
-    net, tokenizer, ckpt = M.load_policy(source, device)
-    if from_scratch:
-        net = M.Transformer(net.cfg).to(device)
-        print(f"--init scratch: random weights, architecture and tokenizer of {source}")
-    else:
-        print(f"init: {source} (stage {ckpt.get('stage', '?')}, {net.num_params():,} parameters)")
-    if tokenizer.pad_id == tokenizer.eos_id:
-        raise UserError("the tokenizer's <|pad|> is its <|eos|> — masking padding would mask the stop token too; "
-                          "retrain the tokenizer with distinct specials")
-    block_size = net.cfg.block_size
-
-    splits, records, truncated = load_examples(args.data, tokenizer, block_size)
-    train, val = splits["train"], splits["val"]
-    print(f"data: {len(train)} train / {len(val)} val examples from {args.data}; truncated {truncated} longer than "
-          f"{block_size + 1} tokens (kept the final answer and the end of the prompt)")
-    for fmt in ("instruction", "conversation"):
-        i = next((i for i, r in enumerate(records) if fmt in r), None)
-        if i is not None:
-            ids, labels, _ = build_example(tokenizer, records[i], block_size)
-            print(f"\none {fmt} example, [supervised tokens] in brackets:\n{render_example(tokenizer, ids, labels)}")
-
-    eval_records, base_rates, base_graded = [], {}, []
-    if args.eval_limit != 0:
-        eval_records = eval_subset(read_jsonl(args.eval_data, required=("prompt", "kind", "answers")), args.eval_limit)
-        print(f"\nevaluating the starting model on {len(eval_records)} prompts of {args.eval_data} ...")
-        base_rates, base_graded = M.evaluate(net, tokenizer, eval_records, device)
-
-    # what trains: LoRA adapters only, or every weight above the frozen bottom layers
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    if args.lora_rank:
-        apply_lora(net, args.lora_rank, args.lora_alpha, targets)
-    freeze_bottom_layers(net, args.freeze_layers)
-    trainable, total = count_parameters(net)
-    method = f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}" if args.lora_rank else "full fine-tuning"
-    method += " from scratch" if from_scratch else ""
-    print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-
-    replay = None
-    if args.replay_weight > 0:
-        ids = encode_corpus(read_text(args.replay_data), tokenizer, os.path.join(args.out_dir, "cache"))
-        if len(ids) <= block_size + 1:
-            raise UserError(f"replay text too short: {len(ids)} tokens, fewer than one window of {block_size + 1} "
-                              f"({args.replay_data}) — pass the pretraining corpus, or --replay-weight 0")
-        replay = torch.from_numpy(ids)
-        print(f"replay: {args.replay_windows} windows of {block_size + 1} tokens per batch from {args.replay_data} "
-              f"({len(ids):,} tokens), weight {args.replay_weight:g}")
-    else:
-        print("replay: off")
-
-    log = MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
-    result = finetune(net, train, val, args, tokenizer, device, log, replay)
-
-    # a LoRA model is saved merged: a plain transformer that every later stage loads as usual;
-    # the adapter alone (a few KB) rides along in the checkpoint
+def report(run, result, base, trainable, total, truncated, started):
+    """Merge LoRA into W, evaluate against the starting model, save the checkpoint, plot, summarise."""
+    args = run.args
     extra = {}
-    if args.lora_rank:
-        extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=list(targets),
-                             state=lora_state_dict(net))
-        merge_lora(net)
-
+    if args.lora_rank:  # saved merged: a plain transformer every later stage loads as usual;
+        extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=list(lora_targets(args)),
+                             state=lora_state_dict(run.raw_model))  # the adapter alone (a few KB) rides along
+        merge_lora(run.raw_model)
     rates, formats = {}, {}
-    if eval_records:
-        print(f"\nevaluating the SFT model on {len(eval_records)} prompts ...")
-        rates, graded = M.evaluate(net, tokenizer, eval_records, device)
-        formats = {"base": format_rate(base_graded), "sft": format_rate(graded)}
-        print("\n" + M.format_pass_rates({"base": base_rates, "sft": rates}))
+    if base["records"]:
+        print(f"\nevaluating the SFT model on {len(base['records'])} prompts ...")
+        rates, graded = evaluate(run.raw_model, run.tokenizer, base["records"], run.device)
+        formats = {"base": answer_format(base["graded"]), "sft": answer_format(graded)}
+        print("\n" + format_pass_rates({"base": base["rates"], "sft": rates}))
         print(f"{'answer format':<15}" + "".join(f"{100 * v:>11.1f}%" for v in formats.values())
               + "   (one sentence, then <|eos|>; right or wrong)")
-        side_by_side(base_graded, graded)
-
+        side_by_side(base["graded"], graded)
     path = os.path.join(args.out_dir, f"{args.name}.pt")
-    save_checkpoint(path, net, tokenizer, stage="sft", step=result["best_step"], val_loss=result["val_loss"],
-                      eval=rates, base_eval=base_rates, format_rate=formats, init=args.init or source, **extra)
-    wall = time.time() - start_time
-    log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "replay_loss", "lr"],
-             title=f"SFT ({method})")
-    log.summary(stage="sft", init=args.init or source, method=method, lr=args.lr, replay_weight=args.replay_weight,
-                trainable_params=trainable,
-                total_params=total, trainable_fraction=trainable / total, truncated=truncated, **result,
-                eval=rates, base_eval=base_rates, format_rate=formats, wall_s=round(wall, 1))
+    save_checkpoint(path, run.raw_model, run.tokenizer, stage="sft", step=result["best_step"],
+                    val_loss=result["val_loss"], eval=rates, base_eval=base["rates"], format_rate=formats,
+                    init=args.init or args.source, **extra)
+    wall = time.time() - started
+    run.log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "replay_loss", "lr"],
+                 title=f"SFT ({run.method})")
+    run.log.summary(stage="sft", init=args.init or args.source, method=run.method, lr=args.lr,
+                    replay_weight=args.replay_weight, trainable_params=trainable, total_params=total,
+                    trainable_fraction=trainable / total, truncated=truncated, **result, eval=rates,
+                    base_eval=base["rates"], format_rate=formats, wall_s=round(wall, 1))
     shown = " ".join(f"{k}={100 * v:.0f}%" for k, v in rates.items())
     val_shown = "n/a" if result["val_loss"] is None else f"{result['val_loss']:.4f}"
-    print(f"\nsummary: {method}, {result['steps']} steps in {wall:.0f}s, val_loss {val_shown}"
+    print(f"\nsummary: {run.method}, {result['steps']} steps in {wall:.0f}s, val_loss {val_shown}"
           f"{', gold pass ' + shown if shown else ''} -> {path}")
+
+
+def main(argv=None):
+    started = time.time()
+    args = parse_args(argv)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    raw_model, tokenizer, splits, truncated = setup(args, device)
+    base = dict(records=[], rates={}, graded=[])  # the starting model's answers, to compare against
+    if args.eval_limit != 0:
+        base["records"] = eval_subset(read_jsonl(args.eval_data, required=("prompt", "kind", "answers")),
+                                      args.eval_limit)
+        print(f"\nevaluating the starting model on {len(base['records'])} prompts of {args.eval_data} ...")
+        base["rates"], base["graded"] = evaluate(raw_model, tokenizer, base["records"], device)
+    method = choose_trainable(raw_model, args)
+    trainable, total = count_parameters(raw_model)
+    print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    replay = replay_corpus(args, tokenizer, raw_model.cfg.block_size)
+    model = torch.compile(raw_model) if args.compile else raw_model
+    log = MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))
+    run = Run(args, device, raw_model, model, tokenizer, splits["train"], splits["val"], replay, method, log)
+    result = finetune(run)
+    report(run, result, base, trainable, total, truncated, started)
 
 
 if __name__ == "__main__":

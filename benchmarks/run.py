@@ -25,9 +25,9 @@ Model FLOPs utilization says how close training runs to the hardware's limit:
 
     MFU = flops_per_token · tokens_per_second / peak_flops
 
-with flops_per_token = 6N + 12·n_layer·n_embd·T (common.flops_per_token; 2N forward and 4N backward
+with flops_per_token = 6N + 12·n_layer·n_embd·T (model.flops_per_token; 2N forward and 4N backward
 per token for N parameters, plus attention over T positions) and the accelerator's dense bfloat16
-peak (common.peak_flops; none for CPUs, so MFU is n/a there). Peak memory is
+peak (plumbing.peak_flops; none for CPUs, so MFU is n/a there). Peak memory is
 torch.cuda.max_memory_allocated on CUDA; on a CPU it is the process's resident-set high-water mark
 (getrusage ru_maxrss), reported whole and as the growth during training steps (gradients, AdamW's
 two moments, activations) over what the process held before the first step. Each training row
@@ -64,9 +64,8 @@ sys.path.insert(0, ROOT)  # the course files are flat modules at the repository 
 import torch  # noqa: E402
 
 from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer  # noqa: E402
-from common import (UserError, autocast, configure_optimizer, flops_per_token, grad_scaler, peak_flops,  # noqa: E402
-                    pick_device, run_main, set_seed)
-from model import ModelConfig, SelfAttention, Transformer  # noqa: E402
+from model import ModelConfig, SelfAttention, Transformer, configure_optimizer, flops_per_token  # noqa: E402
+from plumbing import UserError, autocast, grad_scaler, peak_flops, pick_device, run_main, set_seed  # noqa: E402
 
 SECTIONS = ("bpe", "encode", "generate", "attention", "train", "memory")
 PROMPT_TOKENS = 16
@@ -267,7 +266,7 @@ def train_probe(spec):
         torch.backends.cudnn.allow_tf32 = True
     net = Transformer(cfg).to(device)
     model = torch.compile(net) if spec["compile"] else net
-    optimizer = configure_optimizer(net, 2e-3, 0.1, (0.9, 0.99), torch.device(device).type)  # fused on CUDA
+    optimizer = configure_optimizer(net, 2e-3, 0.1, (0.9, 0.99), fused=torch.device(device).type == "cuda")
     scaler = grad_scaler(device, dtype)
     x = torch.randint(cfg.vocab_size, (batch, seq), device=device)
     y = torch.randint(cfg.vocab_size, (batch, seq), device=device)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from common import UserError
+from plumbing import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

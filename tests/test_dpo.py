@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import dpo as D
-import common as C
+import plumbing as P
 import model as M
 from helpers import tokenizer, write_jsonl
 
@@ -127,13 +127,13 @@ def test_preference_pairs_expand_rankings():
     records = [{"input": "q", "choices": [{"text": "b", "rank": 2, "kind": "ok"}, {"text": "a", "rank": 1, "kind": "good"},
                                           {"text": "c", "rank": 3, "kind": "bad"}, {"text": "c2", "rank": 3, "kind": "bad"}]},
                {"prompt": "p", "chosen": "x", "rejected": "y", "chosen_kind": "honest", "rejected_kind": "rude"}]
-    pairs = M.preference_pairs(records)
+    pairs = P.preference_pairs(records)
     # 4 answers: 6 ordered pairs minus the tie between the two rank-3 answers
     assert [(c, r) for _, c, r, *_ in pairs[:5]] == [("a", "b"), ("a", "c"), ("a", "c2"), ("b", "c"), ("b", "c2")]
     assert pairs[0] == ("q", "a", "b", "good", "ok", 0)
     assert pairs[5] == ("p", "x", "y", "honest", "rude", 1)
-    with pytest.raises(C.UserError, match="record 1"):
-        M.preference_pairs([{"prompt": "p", "chosen": "x"}])
+    with pytest.raises(P.UserError, match="record 1"):
+        P.preference_pairs([{"prompt": "p", "chosen": "x"}])
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -159,7 +159,7 @@ def toy_preferences(tmp_path):
 def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    C.save_checkpoint(init, tiny_model(tok, n_layer=1), tok, stage="sft", eval={"unknown": 0.0})  # as sft.py stores it
+    P.save_checkpoint(init, tiny_model(tok, n_layer=1), tok, stage="sft", eval={"unknown": 0.0})  # as sft.py stores it
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
@@ -171,9 +171,9 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     assert heldout[-1]["val_rewards/accuracy"] >= 0.9 > heldout[0]["val_rewards/accuracy"]
     assert heldout[-1]["val_rewards/margin"] > 0 and heldout[-1]["val_loss"] < 0.6
     assert lines[-1]["summary"]["heldout_accuracy"] == heldout[-1]["val_rewards/accuracy"]
-    net, _, ckpt = M.load_model(out / "dpo.pt")
+    net, _, ckpt = P.load_model(out / "dpo.pt")
     assert ckpt["stage"] == "dpo" and set(ckpt["eval"]) == {"unknown"} and (out / "dpo.png").exists()
-    start = M.load_model(init)[0]
+    start = P.load_model(init)[0]
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), start.state_dict().values()))
     # the summary's plain-log-prob rankings, rebuilt from implicit rewards + log π_ref, match scoring the
     # held-out pairs directly with the start and the saved model
@@ -193,13 +193,13 @@ def test_accuracy_by_groups_pairs_and_counts_ties_as_wrong():
 def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    C.save_checkpoint(init, tiny_model(tok), tok, stage="sft", eval={"unknown": 0.0})
+    P.save_checkpoint(init, tiny_model(tok), tok, stage="sft", eval={"unknown": 0.0})
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
             "--device", "cpu", "--max-steps", "4", "--batch-size", "8", "--lr", "1e-2", "--lora-rank", "2"])
-    net, _, ckpt = M.load_model(out / "dpo.pt")  # would fail on leftover lora_A / lora_B keys
-    start = M.load_model(init)[0].state_dict()
+    net, _, ckpt = P.load_model(out / "dpo.pt")  # would fail on leftover lora_A / lora_B keys
+    start = P.load_model(init)[0].state_dict()
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, start[k])}
     assert changed and all(".attn.c_attn." in k or ".attn.c_proj." in k for k in changed)
 
@@ -207,14 +207,14 @@ def test_lora_run_saves_a_merged_plain_checkpoint(tmp_path):
 def test_bad_options_and_data_are_user_errors(tmp_path):
     tok = tokenizer()
     init = tmp_path / "sft.pt"
-    C.save_checkpoint(init, tiny_model(tok), tok, stage="sft")
+    P.save_checkpoint(init, tiny_model(tok), tok, stage="sft")
     prefs, evals = toy_preferences(tmp_path)
     common = ["--init", str(init), "--eval-data", str(evals), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
-    with pytest.raises(C.UserError, match="label-smoothing"):
+    with pytest.raises(P.UserError, match="label-smoothing"):
         D.main(common + ["--data", str(prefs), "--label-smoothing", "0.7"])
     train_only = write_jsonl(tmp_path / "train_only.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(C.UserError, match="held-out"):
+    with pytest.raises(P.UserError, match="held-out"):
         D.main(common + ["--data", str(train_only)])
     # without --init the start (and reference) is <out-dir>/sft.pt, not out/sft.pt
-    with pytest.raises(C.UserError, match=str(tmp_path / "elsewhere" / "sft.pt")):
+    with pytest.raises(P.UserError, match=str(tmp_path / "elsewhere" / "sft.pt")):
         D.main(["--out-dir", str(tmp_path / "elsewhere"), "--data", str(prefs), "--device", "cpu"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import common as C
+import plumbing as P
 import model as M
 from lora import (LoRALinear, apply_lora, count_parameters, load_lora_state_dict, lora_layers,
                   lora_state_dict, merge_lora)
@@ -107,13 +107,13 @@ def test_adapter_state_dict_round_trip(tmp_path):
     torch.testing.assert_close(other(x)[0], expected)
 
     wrong_rank = apply_lora(tiny_model(), rank=2, alpha=6)
-    with pytest.raises(C.UserError, match="rank"):
+    with pytest.raises(P.UserError, match="rank"):
         load_lora_state_dict(wrong_rank, state)
     wrong_targets = apply_lora(tiny_model(), rank=3, alpha=6, targets=("attn.c_attn",))
-    with pytest.raises(C.UserError):
+    with pytest.raises(P.UserError):
         load_lora_state_dict(wrong_targets, state)
 
 
 def test_unknown_target_is_a_user_error():
-    with pytest.raises(C.UserError, match="matches no linear layer"):
+    with pytest.raises(P.UserError, match="matches no linear layer"):
         apply_lora(tiny_model(), rank=2, alpha=4, targets=("attn.q_proj",))

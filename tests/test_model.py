@@ -16,7 +16,7 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import bpe
-import common as C
+import plumbing as P
 import model as M
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -426,28 +426,28 @@ def test_pad_batch():
 
 
 def test_answer_text_and_grade():
-    assert M.answer_text("Paris. It is big.\nMore") == "Paris."
-    assert M.answer_text("3.14 is pi. Yes") == "3.14 is pi."
-    assert M.answer_text("Paris<|eos|>London") == "Paris"
-    assert M.answer_text("line one\nline two") == "line one"
-    assert M.grade("Paris.", ["Paris"])
-    assert M.grade("  pARIS  ", ["Paris"])
-    assert M.grade("Paris!\nThe capital of France.", ["paris"])
-    assert M.grade("Paris. Also the largest city.", ["Paris"])
-    assert M.grade("New   York", ["new york."])
-    assert M.grade("I don't know.", ["I don't know"])
-    assert not M.grade("London.", ["Paris"])
-    assert not M.grade("The answer is Paris.", ["Paris"])
-    assert not M.grade("Paris is the capital", ["Paris"])
-    assert not M.grade("", ["Paris"])
-    assert not M.grade("\nParis", ["Paris"])  # only the first line counts
+    assert P.answer_text("Paris. It is big.\nMore") == "Paris."
+    assert P.answer_text("3.14 is pi. Yes") == "3.14 is pi."
+    assert P.answer_text("Paris<|eos|>London") == "Paris"
+    assert P.answer_text("line one\nline two") == "line one"
+    assert P.grade("Paris.", ["Paris"])
+    assert P.grade("  pARIS  ", ["Paris"])
+    assert P.grade("Paris!\nThe capital of France.", ["paris"])
+    assert P.grade("Paris. Also the largest city.", ["Paris"])
+    assert P.grade("New   York", ["new york."])
+    assert P.grade("I don't know.", ["I don't know"])
+    assert not P.grade("London.", ["Paris"])
+    assert not P.grade("The answer is Paris.", ["Paris"])
+    assert not P.grade("Paris is the capital", ["Paris"])
+    assert not P.grade("", ["Paris"])
+    assert not P.grade("\nParis", ["Paris"])  # only the first line counts
     # the worked examples of data/README.md
     norway = ["Oslo", "The capital of Norway is Oslo."]
-    assert M.grade("The capital of Norway is Oslo.", norway) and M.grade("oslo", norway)
-    assert M.grade(" Oslo. The capital of Sweden...", norway)
-    assert not M.grade("The capital of Norway is Oslo, a city by the sea.", norway)
-    assert not M.grade("Sure! I can't help with that.", ["I can't help with that."])
-    assert M.grade("I can't help with that. It could hurt someone.", ["I can't help with that."])
+    assert P.grade("The capital of Norway is Oslo.", norway) and P.grade("oslo", norway)
+    assert P.grade(" Oslo. The capital of Sweden...", norway)
+    assert not P.grade("The capital of Norway is Oslo, a city by the sea.", norway)
+    assert not P.grade("Sure! I can't help with that.", ["I can't help with that."])
+    assert P.grade("I can't help with that. It could hurt someone.", ["I can't help with that."])
 
 
 def test_grade_matches_the_documented_rule_on_random_text():
@@ -469,7 +469,7 @@ def test_grade_matches_the_documented_rule_on_random_text():
         answer = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         gold = ["".join(rng.choice(pieces[:7]) for _ in range(rng.randint(0, 3)))]
         expected = reference(answer, gold)
-        assert M.grade(answer, gold) == expected, (answer, gold)
+        assert P.grade(answer, gold) == expected, (answer, gold)
         passed += expected
     assert 30 < passed < 2970  # both outcomes were exercised
 
@@ -479,7 +479,7 @@ def test_grade_matches_the_documented_rule_on_random_text():
 
 def test_configure_optimizer_decays_matrices_only():
     m = tiny_model(tiny_cfg(n_layer=2), dtype=torch.float32)
-    opt = C.configure_optimizer(m, lr=1e-3, weight_decay=0.1)
+    opt = M.configure_optimizer(m, lr=1e-3, weight_decay=0.1)
     decay = [g for g in opt.param_groups if g["weight_decay"] > 0]
     no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0]
     assert len(decay) == 1 and decay[0]["weight_decay"] == 0.1
@@ -498,7 +498,7 @@ def test_configure_optimizer_decays_matrices_only():
 
 
 def test_lr_at_warmup_and_cosine_endpoints():
-    lr = lambda s: C.lr_at(s, max_lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
+    lr = lambda s: M.lr_at(s, max_lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
     assert lr(0) == pytest.approx(0.1)
     assert lr(4) == pytest.approx(0.5)
     assert lr(9) == pytest.approx(1.0) and lr(10) == pytest.approx(1.0)
@@ -536,13 +536,13 @@ def saved_tiny(tmp_path, stage="pretrain", **cfg_kw):
     tok = make_tokenizer()
     m = tiny_model(tiny_cfg(vocab_size=tok.vocab_size, block_size=32, **cfg_kw), std=0.3, dtype=torch.float32)
     path = tmp_path / "ckpt" / "tiny.pt"
-    C.save_checkpoint(str(path), m, tok, stage=stage, step=7, metrics={"loss": 1.5})
+    P.save_checkpoint(str(path), m, tok, stage=stage, step=7, metrics={"loss": 1.5})
     return m, tok, path
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
     m, tok, path = saved_tiny(tmp_path)
-    loaded, tok2, ckpt = M.load_model(str(path))
+    loaded, tok2, ckpt = P.load_model(str(path))
     assert not loaded.training and ckpt["stage"] == "pretrain" and ckpt["step"] == 7
     assert ckpt["metrics"] == {"loss": 1.5}
     assert tok2.encode("Assistant: hi") == tok.encode("Assistant: hi") and tok2.eos_id == tok.eos_id
@@ -554,12 +554,12 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 def test_checkpoint_of_wrapped_model_has_no_prefix(tmp_path):
     m, tok, _ = saved_tiny(tmp_path)
-    assert C.unwrap(Wrapped(m)) is m and C.unwrap(m) is m
+    assert P.unwrap(Wrapped(m)) is m and P.unwrap(m) is m
     path = tmp_path / "wrapped.pt"
-    C.save_checkpoint(str(path), Wrapped(m), tok)
-    ckpt = C.load_checkpoint(str(path))
+    P.save_checkpoint(str(path), Wrapped(m), tok)
+    ckpt = P.load_checkpoint(str(path))
     assert not any(k.startswith("module.") for k in ckpt["model"])
-    loaded, _, _ = M.load_model(str(path))
+    loaded, _, _ = P.load_model(str(path))
     idx = torch.randint(0, tok.vocab_size, (1, 6))
     assert torch.equal(loaded(idx)[0], m(idx)[0])
 
@@ -568,16 +568,16 @@ def test_reward_checkpoint_round_trip_and_backbone(tmp_path):
     tok = make_tokenizer()
     rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
     path = tmp_path / "reward.pt"
-    C.save_checkpoint(str(path), rm, tok, stage="reward")
+    P.save_checkpoint(str(path), rm, tok, stage="reward")
     idx = torch.randint(0, tok.vocab_size, (2, 6))
-    loaded, _, _ = M.load_model(str(path), model_class=M.RewardModel)
+    loaded, _, _ = P.load_model(str(path), model_class=M.RewardModel)
     assert torch.equal(loaded(idx), rm(idx))
-    body, _, _ = M.load_model(str(path))  # a reward checkpoint's backbone loads as a Transformer
+    body, _, _ = P.load_model(str(path))  # a reward checkpoint's backbone loads as a Transformer
     assert torch.equal(body(idx)[0], rm.backbone(idx)[0])
     # the likelihood weight is a setting saved beside the weights (reward.py --likelihood-weight)
     rm.likelihood_weight = 1.5
-    C.save_checkpoint(str(path), rm, tok, stage="reward", likelihood_weight=rm.likelihood_weight)
-    loaded, _, _ = M.load_model(str(path), model_class=M.RewardModel)
+    P.save_checkpoint(str(path), rm, tok, stage="reward", likelihood_weight=rm.likelihood_weight)
+    loaded, _, _ = P.load_model(str(path), model_class=M.RewardModel)
     assert loaded.likelihood_weight == 1.5
     assert M.reward_scores(loaded, tok, ["a"], ["ab"]) == M.reward_scores(rm, tok, ["a"], ["ab"])
 
@@ -592,7 +592,7 @@ def test_failed_save_leaves_old_checkpoint_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        C.save_checkpoint(str(path), tiny_model(m.cfg, seed=1, dtype=torch.float32), tok)
+        P.save_checkpoint(str(path), tiny_model(m.cfg, seed=1, dtype=torch.float32), tok)
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == ["tiny.pt"]
 
@@ -604,34 +604,34 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     torch.load(str(path), weights_only=False)  # proves the file really carries code...
     assert marker.exists()
     marker.unlink()
-    with pytest.raises(C.UserError, match="cannot load checkpoint"):
-        C.load_checkpoint(str(path))
-    with pytest.raises(C.UserError):
-        M.load_model(str(path))
+    with pytest.raises(P.UserError, match="cannot load checkpoint"):
+        P.load_checkpoint(str(path))
+    with pytest.raises(P.UserError):
+        P.load_model(str(path))
     assert not marker.exists()  # ... which load_checkpoint never ran
 
 
 def test_bad_checkpoints_give_user_errors(tmp_path):
-    with pytest.raises(C.UserError, match="not found"):
-        C.load_checkpoint(str(tmp_path / "missing.pt"))
+    with pytest.raises(P.UserError, match="not found"):
+        P.load_checkpoint(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(C.UserError):
-        C.load_checkpoint(str(tmp_path / "junk.pt"))
+    with pytest.raises(P.UserError):
+        P.load_checkpoint(str(tmp_path / "junk.pt"))
     _, _, path = saved_tiny(tmp_path)
-    ckpt = C.load_checkpoint(str(path))
+    ckpt = P.load_checkpoint(str(path))
     ckpt["config"]["n_embd"] = 16  # weights of another shape than the config says
     torch.save(ckpt, str(tmp_path / "other.pt"))
-    with pytest.raises(C.UserError, match="does not fit"):
-        M.load_model(str(tmp_path / "other.pt"))
-    with pytest.raises(C.UserError, match="is not a reward model"):  # an LM checkpoint has no reward head
-        M.load_model(str(path), model_class=M.RewardModel)
+    with pytest.raises(P.UserError, match="does not fit"):
+        P.load_model(str(tmp_path / "other.pt"))
+    with pytest.raises(P.UserError, match="is not a reward model"):  # an LM checkpoint has no reward head
+        P.load_model(str(path), model_class=M.RewardModel)
 
 
 # ----------------------------------------------------------------------------- command line
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "model.py", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "chat.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -650,10 +650,10 @@ def test_cli_samples_from_checkpoint(tmp_path):
 
 def test_run_main_turns_user_error_into_one_line_and_exit_2(tmp_path, capsys):
     def main():
-        C.load_checkpoint(str(tmp_path / "nope.pt"))
+        P.load_checkpoint(str(tmp_path / "nope.pt"))
 
     with pytest.raises(SystemExit) as exit_info:
-        C.run_main(main)
+        P.run_main(main)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint not found") and " — " in err and err.count("\n") == 1
@@ -663,16 +663,16 @@ def test_pooled_pass_rate_gives_each_prompt_one_vote():
     records = [{"kind": "unknown"}] * 2 + [{"kind": "harmful"}] * 4 + [{"kind": "fact"}] * 3
     rates = {"unknown": 0.0, "harmful": 0.75, "fact": 1.0}
     # 0 of 2 plus 3 of 4 is 3 of 6, not the 37.5% mean of the two rates
-    assert M.pooled_pass_rate(rates, records, ("unknown", "harmful")) == pytest.approx(0.5)
-    assert M.pooled_pass_rate(rates, records, ("fact",)) == 1.0
-    assert math.isnan(M.pooled_pass_rate({}, records, ("unknown",)))
+    assert P.pooled_pass_rate(rates, records, ("unknown", "harmful")) == pytest.approx(0.5)
+    assert P.pooled_pass_rate(rates, records, ("fact",)) == 1.0
+    assert math.isnan(P.pooled_pass_rate({}, records, ("unknown",)))
 
 
 def test_cli_scores_answers_with_a_reward_model(tmp_path):
     tok = make_tokenizer()
     rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
     path = tmp_path / "reward.pt"
-    C.save_checkpoint(str(path), rm, tok, stage="reward")
+    P.save_checkpoint(str(path), rm, tok, stage="reward")
     answers = ["ab", "ba"]
     proc = run_cli("--ckpt", str(path), "--prompt", "a", "--answer", answers[0], "--answer", answers[1],
                    "--device", "cpu")
@@ -692,15 +692,15 @@ def test_load_policy_refuses_masked_lm_and_reward_checkpoints(tmp_path):
              "pretrain", "masked-LM"),
             ("rm.pt", tiny_model(tiny_cfg(vocab_size=tok.vocab_size), dtype=torch.float32, cls=M.RewardModel),
              "reward", "is a reward model")):
-        C.save_checkpoint(str(tmp_path / name), net, tok, stage=stage)
-        with pytest.raises(C.UserError, match=message):
-            M.load_policy(str(tmp_path / name))
+        P.save_checkpoint(str(tmp_path / name), net, tok, stage=stage)
+        with pytest.raises(P.UserError, match=message):
+            P.load_policy(str(tmp_path / name))
     _, _, path = saved_tiny(tmp_path)
-    assert M.load_policy(str(path))[0].cfg.causal
+    assert P.load_policy(str(path))[0].cfg.causal
 
 
 def test_require_positive_names_the_flag():
     from argparse import Namespace
-    C.require_positive(Namespace(batch_size=1, grad_accum=3), "batch_size", "grad_accum")
-    with pytest.raises(C.UserError, match="--grad-accum must be at least 1, got 0"):
-        C.require_positive(Namespace(batch_size=1, grad_accum=0), "batch_size", "grad_accum")
+    P.require_positive(Namespace(batch_size=1, grad_accum=3), "batch_size", "grad_accum")
+    with pytest.raises(P.UserError, match="--grad-accum must be at least 1, got 0"):
+        P.require_positive(Namespace(batch_size=1, grad_accum=0), "batch_size", "grad_accum")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-import common as C
+import plumbing as P
 import model as M
 from helpers import tokenizer, write_jsonl
 import ppo
@@ -117,7 +117,7 @@ def test_answer_mask_keeps_first_eos_and_drops_what_follows():
     eos = 9
     answers = torch.tensor([[1, 2, eos, eos, eos], [eos, 3, 4, eos, 5], [1, 2, 3, 4, 5]])
     expected = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float)
-    assert torch.equal(ppo.answer_mask(answers, eos), expected)
+    assert torch.equal(M.answer_mask(answers, eos), expected)
 
 
 def test_padding_and_tokens_after_eos_carry_no_loss():
@@ -197,11 +197,11 @@ def test_greedy_sampler_and_logprob_forward_agree_on_every_token():
     """The sampler (KV cache) and the log-prob forward (one pass) line up position by position."""
     tok = tokenizer()
     policy = tiny_model(tok, scale=0.3)
-    idx, mask = ppo.encode_prompts(tok, PROMPTS, 40, "cpu")
+    idx, mask = P.encode_prompts(tok, PROMPTS, 40, "cpu")
     out = policy.generate(idx, 12, temperature=0, eos_id=tok.eos_id, attention_mask=mask)
     answers = out[:, idx.size(1):]
-    amask = ppo.answer_mask(answers, tok.eos_id)
-    logits, _ = ppo.answer_outputs(policy, out, torch.cat([mask, amask.long()], 1), idx.size(1))
+    amask = M.answer_mask(answers, tok.eos_id)
+    logits, _ = M.answer_logits(policy, out, torch.cat([mask, amask.long()], 1), idx.size(1))
     assert torch.equal(logits.argmax(-1)[amask.bool()], answers[amask.bool()])
 
 
@@ -240,8 +240,8 @@ def test_scores_and_critic_read_the_reward_model_at_the_right_tokens(likelihood_
 
 def exact_answer_kl(policy, reference, roll, temperature):
     """Σ_t KL(π(·|s_t) || π_ref(·|s_t)) along each sampled answer, from the full distributions."""
-    logits, _ = ppo.answer_outputs(policy, roll.sequences, roll.attention_mask, roll.prompt_len)
-    ref_logits, _ = ppo.answer_outputs(reference, roll.sequences, roll.attention_mask, roll.prompt_len)
+    logits, _ = M.answer_logits(policy, roll.sequences, roll.attention_mask, roll.prompt_len)
+    ref_logits, _ = M.answer_logits(reference, roll.sequences, roll.attention_mask, roll.prompt_len)
     logp = torch.log_softmax(logits / temperature, -1)
     ref_logp = torch.log_softmax(ref_logits / temperature, -1)
     return ((logp.exp() * (logp - ref_logp)).sum(-1) * roll.mask).sum(-1)
@@ -263,8 +263,8 @@ def test_sampled_kl_estimate_matches_exact_kl_and_catches_temperature_mismatch()
     assert estimate.mean() >= 0
     assert abs(estimate.mean() - exact.mean()) < 4 * stderr
     # the same samples scored at temperature 1.0 (a sampler/scorer mismatch) are caught
-    logits, _ = ppo.answer_outputs(policy, roll.sequences, roll.attention_mask, roll.prompt_len)
-    ref_logits, _ = ppo.answer_outputs(reference, roll.sequences, roll.attention_mask, roll.prompt_len)
+    logits, _ = M.answer_logits(policy, roll.sequences, roll.attention_mask, roll.prompt_len)
+    ref_logits, _ = M.answer_logits(reference, roll.sequences, roll.attention_mask, roll.prompt_len)
     wrong = ((M.token_logprobs(logits, roll.targets, 1.0) - M.token_logprobs(ref_logits, roll.targets, 1.0))
              * roll.mask).sum(-1)
     wrong_exact = exact_answer_kl(policy, reference, roll, 1.0)
@@ -287,8 +287,8 @@ def test_adaptive_kl_controller_moves_beta_towards_target():
 
 def setup_stage(tmp_path):
     tok = tokenizer()
-    C.save_checkpoint(tmp_path / "sft.pt", tiny_model(tok, scale=0.1), tok, stage="sft")
-    C.save_checkpoint(tmp_path / "reward.pt", tiny_model(tok, seed=3, cls=M.RewardModel), tok, stage="reward")
+    P.save_checkpoint(tmp_path / "sft.pt", tiny_model(tok, scale=0.1), tok, stage="sft")
+    P.save_checkpoint(tmp_path / "reward.pt", tiny_model(tok, seed=3, cls=M.RewardModel), tok, stage="reward")
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p, "kind": "fact"} for p in PROMPTS])
     evals = write_jsonl(tmp_path / "eval.jsonl", [
         {"prompt": "Who is Zorp?", "kind": "unknown", "answers": ["I don't know."]},
@@ -300,15 +300,15 @@ def setup_stage(tmp_path):
 
 def test_short_run_updates_policy_freezes_reference_and_writes_checkpoint(tmp_path):
     common = setup_stage(tmp_path)
-    args = ppo.parse_args(common + ["--max-steps", "2", "--batch-size", "8", "--minibatch-size", "4",
-                                    "--max-new-tokens", "8", "--lr", "1e-3", "--log-interval", "0"])
-    agent, reference, summary = ppo.run(args)
-    sft, _, _ = M.load_model(str(tmp_path / "sft.pt"))
+    run, summary = ppo.main(common + ["--max-steps", "2", "--batch-size", "8", "--minibatch-size", "4",
+                                      "--max-new-tokens", "8", "--lr", "1e-3", "--log-interval", "0"])
+    agent, reference = run.agent, run.reference
+    sft, _, _ = P.load_model(str(tmp_path / "sft.pt"))
     sft_state = sft.state_dict()
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in sft_state.items())
     assert not any(p.requires_grad for p in reference.parameters())
     assert any(not torch.equal(v, agent.policy.state_dict()[k]) for k, v in sft_state.items())
-    saved, _, ckpt = M.load_model(str(tmp_path / "out" / "ppo.pt"))
+    saved, _, ckpt = P.load_model(str(tmp_path / "out" / "ppo.pt"))
     assert ckpt["stage"] == "ppo" and "value_head" in ckpt and set(ckpt["eval"]) == {"unknown", "harmful", "fact"}
     assert all(torch.equal(v, agent.policy.state_dict()[k]) for k, v in saved.state_dict().items())
     lines = [json.loads(x) for x in (tmp_path / "out" / "ppo.jsonl").read_text().splitlines()]
@@ -320,9 +320,8 @@ def test_short_run_updates_policy_freezes_reference_and_writes_checkpoint(tmp_pa
 
 def test_missing_reward_model_is_a_user_error(tmp_path):
     common = setup_stage(tmp_path)
-    args = ppo.parse_args(common + ["--reward-model", str(tmp_path / "nope.pt")])
-    with pytest.raises(C.UserError, match="nope.pt"):
-        ppo.run(args)
+    with pytest.raises(P.UserError, match="nope.pt"):
+        ppo.main(common + ["--reward-model", str(tmp_path / "nope.pt")])
 
 
 def test_inputs_default_to_the_out_dir():

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-import common as C
+import plumbing as P
 import pretrain
-from common import UserError, load_checkpoint
-from model import load_model
+from plumbing import UserError, load_checkpoint
+from plumbing import load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTRIES = [("Norway", "Oslo"), ("Peru", "Lima"), ("Japan", "Tokyo"), ("Egypt", "Cairo"),
@@ -76,7 +76,7 @@ def test_get_batch_clm_targets_are_next_tokens():
 
 def test_random_windows_are_contiguous_and_reach_both_ends():
     data = torch.arange(10, dtype=torch.int32)
-    windows = C.random_windows(data, 500, 4, torch.Generator().manual_seed(0))
+    windows = P.random_windows(data, 500, 4, torch.Generator().manual_seed(0))
     assert windows.shape == (500, 4) and windows.dtype == torch.long
     assert torch.equal(windows - windows[:, :1], torch.arange(4).expand(500, 4))  # consecutive tokens
     assert set(windows[:, 0].tolist()) == set(range(7))  # every start 0..len-length, the last window included
@@ -150,19 +150,19 @@ def test_resume_after_ctrl_c_repeats_the_uninterrupted_run(tmp_path, monkeypatch
 
     split = tmp_path / "split"
     split.mkdir()
-    real_lr_at = pretrain.lr_at
+    real_set_lr = pretrain.set_lr
 
-    def ctrl_c_at_step_13(step, *a):
+    def ctrl_c_at_step_13(optimizer, step, *a):
         if step == 13:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_lr_at(step, *a)
+        return real_set_lr(optimizer, step, *a)
 
-    monkeypatch.setattr(pretrain, "lr_at", ctrl_c_at_step_13)
+    monkeypatch.setattr(pretrain, "set_lr", ctrl_c_at_step_13)
     with pytest.raises(SystemExit) as stop:
         pretrain.main(tiny_args(split, *extra))
     assert stop.value.code == 130
     assert load_checkpoint(str(split / "out" / "pretrain_last.pt"))["step"] == 14  # the step in flight finished
-    monkeypatch.setattr(pretrain, "lr_at", real_lr_at)
+    monkeypatch.setattr(pretrain, "set_lr", real_set_lr)
     pretrain.main(tiny_args(split, *extra, "--resume"))
 
     def curve(d):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-import common as C
+import plumbing as P
 import model as M
 from helpers import tokenizer, write_jsonl
 import reward as R
@@ -177,7 +177,7 @@ def make_world(tmp_path, n_train=32, n_val=12):
     a polite answer beats a rambling one, which beats a rude one."""
     tok = tokenizer()
     torch.manual_seed(0)
-    C.save_checkpoint(str(tmp_path / "sft.pt"), M.Transformer(tiny_cfg(tok)), tok, stage="sft")
+    P.save_checkpoint(str(tmp_path / "sft.pt"), M.Transformer(tiny_cfg(tok)), tok, stage="sft")
     records = []
     for i in range(n_train + n_val):
         prompt, split = f"What is item {i}?", "train" if i < n_train else "val"
@@ -212,12 +212,12 @@ def test_short_run_learns_the_preference_and_writes_reward_pt(tmp_path):
     assert log[0]["step"] == 0 and log[0]["val_loss"] == pytest.approx(math.log(2), abs=0.02)
     assert final["accuracy"] >= 0.9 and final["loss"] < 0.4
     assert (world / "out" / "reward.png").exists() and "summary" in log[-1]
-    rm, tok, ckpt = M.load_model(str(world / "out" / "reward.pt"), "cpu", model_class=M.RewardModel)
+    rm, tok, ckpt = P.load_model(str(world / "out" / "reward.pt"), "cpu", model_class=M.RewardModel)
     assert ckpt["stage"] == "reward" and isinstance(ckpt["reward_offset"], float)
     assert ckpt["metrics"]["accuracy"] == pytest.approx(final["accuracy"])
     assert ckpt["kind_rewards"]["correct"] > ckpt["kind_rewards"]["rude"]
     # --freeze-layers 1 keeps the embeddings and block 0 as SFT left them; the rest learned
-    sft = C.load_checkpoint(str(world / "sft.pt"))["model"]
+    sft = P.load_checkpoint(str(world / "sft.pt"))["model"]
     state = ckpt["model"]
     for name in ("wte.weight", "wpe.weight", "blocks.0.attn.c_attn.weight"):
         assert torch.equal(state["backbone." + name], sft[name])
@@ -238,7 +238,7 @@ def test_alternative_losses_run(tmp_path, loss):
 def test_likelihood_weight_run_saves_a_model_that_scores_with_it(tmp_path):
     world = make_world(tmp_path, n_train=8, n_val=4)
     R.main(run_args(world, "--max-steps", "2", "--likelihood-weight", "2"))
-    rm, tok, ckpt = M.load_model(str(world / "out" / "reward.pt"), "cpu", model_class=M.RewardModel)
+    rm, tok, ckpt = P.load_model(str(world / "out" / "reward.pt"), "cpu", model_class=M.RewardModel)
     assert ckpt["likelihood_weight"] == 2.0 and rm.likelihood_weight == 2.0
     head_only = M.RewardModel(rm.backbone.cfg)
     head_only.load_state_dict(rm.state_dict())
@@ -266,7 +266,7 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
     path = tmp_path / "prefs.jsonl"
     bad = bad_line if isinstance(bad_line, str) else json.dumps(bad_line)
     path.write_text(json.dumps(GOOD_LINE) + "\n\n" + json.dumps(GOOD_LINE) + "\n" + bad + "\n")
-    with pytest.raises(C.UserError, match=message) as err:
+    with pytest.raises(P.UserError, match=message) as err:
         R.read_preferences(str(path))
     assert f"{path}:4" in str(err.value)
 
@@ -277,7 +277,7 @@ def test_command_line_reports_bad_data_with_exit_status_2(tmp_path, capsys, monk
         f.write('{"input": "Q", "choices": "a, b"}\n')
     monkeypatch.setattr("sys.argv", ["reward.py", *run_args(world, "--max-steps", "1")])
     with pytest.raises(SystemExit) as exit_info:
-        C.run_main(R.main)
+        P.run_main(R.main)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "prefs.jsonl:7)" in err and "\n" not in err

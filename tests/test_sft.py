@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import common as C
+import plumbing as P
 import model as M
 from bpe import CharTokenizer
-from sft import build_example, format_rate, freeze_bottom_layers, record_turns, render_example
+from sft import build_example, freeze_bottom_layers, n_supervised_tokens, record_turns, render_example, supervised_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,11 +62,11 @@ def test_instruction_with_input_joins_them_with_a_newline():
 
 
 def test_bad_records_are_user_errors():
-    with pytest.raises(C.UserError):
+    with pytest.raises(P.UserError):
         record_turns({"prompt": "x"})
-    with pytest.raises(C.UserError):
+    with pytest.raises(P.UserError):
         record_turns({"conversation": [{"role": "assistant", "content": "hi"}]})
-    with pytest.raises(C.UserError):  # must end with what the assistant says
+    with pytest.raises(P.UserError):  # must end with what the assistant says
         record_turns({"conversation": [{"role": "user", "content": "hi"}]})
 
 
@@ -127,19 +127,23 @@ def test_freeze_layers_stops_gradients_below_the_cut(tok):
     for name, p in net.named_parameters():
         frozen = name.startswith(("blocks.0.", "blocks.1.", "wpe."))
         assert (p.grad is None) == frozen, name
-    with pytest.raises(C.UserError):
+    with pytest.raises(P.UserError):
         freeze_bottom_layers(net, 4)
 
 
-def test_format_rate_counts_one_sentence_answers_that_stop():
-    outputs = ["The sky is blue.", "The sky is blue.\nUser: more", "The sky is blue. And green.", "sssss", ""]
-    assert format_rate([{"output": o} for o in outputs]) == 1 / 5
+def test_answer_format_counts_one_sentence_answers_that_stop():
+    outputs = ["The sky is blue.", "The sky is blue.\nUser: more", "The sky is blue. And green.", "sssss", "",
+               "The sky is blue."]
+    finished = [True, True, True, True, True, False]  # the last one hit the length cap: it never stopped
+    records = [{"output": o, "finished": f, "kind": "fact"} for o, f in zip(outputs, finished)]
+    assert P.answer_format(records) == 1 / 6
+    assert P.answer_format(records + [{"output": "x", "finished": False, "kind": "cloze"}]) == 1 / 6  # chat only
 
 
 def make_tiny_pretrain(tmp_path, tok):
     torch.manual_seed(0)
     net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32))
-    C.save_checkpoint(str(tmp_path / "pretrain.pt"), net, tok, stage="pretrain")
+    P.save_checkpoint(str(tmp_path / "pretrain.pt"), net, tok, stage="pretrain")
 
 
 def run_sft(tmp_path, *flags):
@@ -173,20 +177,20 @@ def test_short_sft_run_lowers_loss_and_writes_checkpoint(tmp_path, tok):
     lines, s = summary(tmp_path)
     first_val = lines[0]["val_loss"]
     assert s["val_loss"] < first_val - 0.5, (first_val, s["val_loss"])
-    net, _, ckpt = M.load_model(str(tmp_path / "sft.pt"))
+    net, _, ckpt = P.load_model(str(tmp_path / "sft.pt"))
     assert ckpt["stage"] == "sft" and set(ckpt["eval"]) == {"task", "fact"}
     assert os.path.exists(tmp_path / "sft.png")
 
 
 def test_lora_sft_saves_a_merged_plain_transformer(tmp_path, tok):
     make_tiny_pretrain(tmp_path, tok)
-    base, _, _ = M.load_model(str(tmp_path / "pretrain.pt"))
+    base, _, _ = P.load_model(str(tmp_path / "pretrain.pt"))
     result = run_sft(tmp_path, "--max-steps", "15", "--eval-limit", "0", "--lora-rank", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     _, s = summary(tmp_path)
     assert 0 < s["trainable_fraction"] < 0.2
     assert "replay: off" in result.stdout and s["replay_weight"] == 0  # the frozen W keeps pretraining
-    net, _, ckpt = M.load_model(str(tmp_path / "sft.pt"))  # loads as a plain Transformer
+    net, _, ckpt = P.load_model(str(tmp_path / "sft.pt"))  # loads as a plain Transformer
     assert ckpt["lora"]["rank"] == 2 and all(k.endswith(("lora_A", "lora_B")) for k in ckpt["lora"]["state"])
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
     assert changed and all(".attn.c_attn.weight" in k or ".attn.c_proj.weight" in k for k in changed)
