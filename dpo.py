@@ -78,11 +78,29 @@ from tqdm import tqdm
 
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, merge_lora
 from model import build_example, configure_optimizer, optimizer_step, sequence_logps, set_lr
-from plumbing import (CHAT_KINDS, EarlyStopping, MetricsLog, UserError, add_common_args, autocast, evaluate,
-                      format_pass_rates, grad_scaler, load_checkpoint, load_model, load_policy, pick_device,
-                      pooled_pass_rate, preference_pairs, read_jsonl, require_positive, run_main, save_checkpoint,
-                      set_seed)
-
+from plumbing import (
+    CHAT_KINDS,
+    EarlyStopping,
+    MetricsLog,
+    UserError,
+    add_common_args,
+    autocast,
+    batches,
+    evaluate,
+    format_pass_rates,
+    grad_scaler,
+    load_checkpoint,
+    load_model,
+    load_policy,
+    pick_device,
+    pooled_pass_rate,
+    preference_pairs,
+    read_jsonl,
+    require_positive,
+    run_main,
+    save_checkpoint,
+    set_seed,
+)
 
 # ----------------------------------------------------------------------------- the loss
 
@@ -261,7 +279,7 @@ def setup(args, device):
     # A run sees max_steps × batch_size × grad_accum pairs. Drawing them up front (one pass over a
     # random subset) means reference log-probs are computed only for pairs that will be used.
     available, budget = len(train_pairs), args.max_steps * args.batch_size * args.grad_accum
-    train_pairs = random.sample(train_pairs, min(budget, available))
+    train_pairs = random.Random(args.seed).sample(train_pairs, min(budget, available))
     train_enc, cut = encode_pairs(tokenizer, train_pairs, policy.cfg.block_size)
     heldout_enc, cut_heldout = encode_pairs(tokenizer, heldout_pairs, policy.cfg.block_size)
     print(f"{args.init} ({ckpt.get('stage', '?')}, {policy.num_params():,} parameters) | "
@@ -289,7 +307,8 @@ def setup(args, device):
 
 def train(run):
     """The loop: the DPO loss (plus RPO's NLL term) on batches of pairs, held-out implicit-reward
-    accuracy every eval_interval steps, early stopping. Returns the last HeldOut and the step count."""
+    accuracy every eval_interval steps, early stopping; the best weights are restored at the end.
+    Returns their HeldOut and the step count."""
     args, device, pad_id = run.args, run.device, run.tokenizer.pad_id
     # no weight decay: it pulls weights towards zero, not towards the reference we want to stay near
     optimizer = configure_optimizer(run.raw_model, args.lr, weight_decay=0.0, fused=torch.device(device).type == "cuda")
@@ -301,17 +320,15 @@ def train(run):
           + (f", LoRA rank {args.lora_rank}" if args.lora_rank else "") + ")")
     last = run.held_out(run.heldout_ref)  # at step 0 the policy is the reference: no pass needed
     run.log.log(step=0, **reward_metrics(last.loss, last.chosen_rewards, last.rejected_rewards, prefix="val_"))
-    order, cursor = [], 0
-    best_val, bad_evals = float("inf"), 0
+    stream = batches(list(range(len(run.train_enc))), args.batch_size, args.seed)
+    early = EarlyStopping(run.raw_model, args.patience)
+    early.update(last.loss.item(), 0)
     step, bar = 0, tqdm(range(1, args.max_steps + 1), desc="dpo", dynamic_ncols=True)
     for step in bar:
         lr = set_lr(optimizer, step - 1, args.warmup_steps, args.max_steps)
         stats = []
         for _ in range(args.grad_accum):
-            if cursor + args.batch_size > len(order):  # a fresh shuffle each pass over the pairs
-                order, cursor = random.sample(range(len(run.train_enc)), len(run.train_enc)), 0
-            idx = order[cursor:cursor + args.batch_size]
-            cursor += args.batch_size
+            idx = next(stream)
             with autocast(device, args.dtype):
                 chosen, rejected = pair_logps(run.model, [run.train_enc[i] for i in idx], pad_id, device)
             loss, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, run.ref_chosen[idx],
@@ -329,17 +346,19 @@ def train(run):
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['rewards/accuracy']:.2f}",
                             margin=f"{metrics['rewards/margin']:.2f}")
         if step % args.eval_interval == 0 or step == args.max_steps:
-            last = run.held_out()
-            heldout = reward_metrics(last.loss, last.chosen_rewards, last.rejected_rewards, prefix="val_")
-            run.log.log(step=step, **heldout)
-            tqdm.write(f"step {step:4d} | held-out loss {heldout['val_loss']:.4f} | accuracy "
-                       f"{100 * heldout['val_rewards/accuracy']:.1f}% | margin {heldout['val_rewards/margin']:.3f} | "
-                       f"chosen {heldout['val_rewards/chosen']:+.3f} rejected {heldout['val_rewards/rejected']:+.3f}")
-            best_val, bad_evals = (heldout["val_loss"], 0) if heldout["val_loss"] < best_val else (best_val, bad_evals + 1)
-            if args.patience and bad_evals >= args.patience:
-                tqdm.write(f"held-out loss has not improved for {bad_evals} evaluations: stopping")
+            heldout = run.held_out()
+            shown = reward_metrics(heldout.loss, heldout.chosen_rewards, heldout.rejected_rewards, prefix="val_")
+            run.log.log(step=step, **shown)
+            tqdm.write(f"step {step:4d} | held-out loss {shown['val_loss']:.4f} | accuracy "
+                       f"{100 * shown['val_rewards/accuracy']:.1f}% | margin {shown['val_rewards/margin']:.3f} | "
+                       f"chosen {shown['val_rewards/chosen']:+.3f} rejected {shown['val_rewards/rejected']:+.3f}")
+            if early.update(shown["val_loss"], step):
+                last = heldout
+            if early.stop:
+                tqdm.write(f"held-out loss has not improved for {early.bad_evals} evaluations: stopping")
                 break
     bar.close()
+    early.restore()  # the weights of the best held-out loss, whose implicit rewards `last` holds
     return last, step
 
 

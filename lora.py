@@ -43,7 +43,6 @@ import torch.nn as nn
 from model import ModelConfig, Transformer
 from plumbing import DTYPES, UserError, autocast, load_model, pick_device, run_main, set_seed, unwrap
 
-
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")
 
 

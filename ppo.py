@@ -81,10 +81,27 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import RewardModel, answer_logits, configure_optimizer, reward_scores, sample_answers, set_lr, token_logprobs
-from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, encode_prompts, evaluate,
-                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device, pooled_pass_rate,
-                      read_jsonl, require_positive, run_main, save_checkpoint, set_seed)
-
+from plumbing import (
+    CHAT_KINDS,
+    MetricsLog,
+    UserError,
+    add_common_args,
+    autocast,
+    batches,
+    encode_prompts,
+    evaluate,
+    format_pass_rates,
+    grad_scaler,
+    load_model,
+    load_policy,
+    pick_device,
+    pooled_pass_rate,
+    read_jsonl,
+    require_positive,
+    run_main,
+    save_checkpoint,
+    set_seed,
+)
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
 
@@ -391,16 +408,11 @@ def train(run):
     args, agent = run.args, run.agent
     optimizer, scaler = make_optimizer(run), grad_scaler(args.device, args.dtype)
     kl_ctl = KLController(args.kl_coef, args.target_kl, args.kl_horizon)
-    order, cursor = torch.randperm(len(run.prompts)).tolist(), 0
-    bar = tqdm(range(args.max_steps), desc=args.name)
+    stream = batches(run.prompts, args.batch_size, args.seed)
+    bar = tqdm(range(1, args.max_steps + 1), desc=args.name)
     for step in bar:
-        lr = set_lr(optimizer, step, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # constant once warm
-        batch = []
-        while len(batch) < args.batch_size:  # walk the prompts in shuffled epochs
-            if cursor == len(order):
-                order, cursor = torch.randperm(len(run.prompts)).tolist(), 0
-            batch.append(run.prompts[order[cursor]])
-            cursor += 1
+        lr = set_lr(optimizer, step - 1, args.warmup_steps, args.max_steps, min_lr_ratio=1.0)  # constant once warm
+        batch = next(stream)
         roll = collect_rollout(agent, run.reference, run.reward_model, run.tokenizer, batch, args.max_new_tokens,
                                args.temperature, args.device, args.dtype)
         kl = kl_penalty(roll.logprobs, roll.ref_logprobs) * roll.mask
@@ -418,13 +430,13 @@ def train(run):
                       eos_rate=roll.finished.float().mean().item(), reward=rewards.sum(-1).mean().item(),
                       kl_coef=kl_ctl.value, lr=lr)
         kl_ctl.update(seq_kl, len(batch))
-        if args.eval_interval and (step + 1) % args.eval_interval == 0:
+        if args.eval_interval and step % args.eval_interval == 0:
             rates, _ = evaluate(agent.policy, run.tokenizer, run.eval_records, args.device,
                                 kinds=("fact", "unknown", "harmful"))
             record.update({f"gold_{k}": v for k, v in rates.items()})
         run.log.log(**record)
         bar.set_postfix(score=f"{record['score']:.3f}", kl=f"{seq_kl:.2f}")
-        if args.log_interval and (step % args.log_interval == 0 or step == args.max_steps - 1):
+        if args.log_interval and (step % args.log_interval == 0 or step == args.max_steps):
             tqdm.write(f"step {step:4d} | score {record['score']:+.3f} | kl {seq_kl:6.3f} | "
                        f"entropy {record['entropy']:.3f} | clipfrac {stats['clipfrac']:.3f} | "
                        f"approx_kl {stats['approx_kl']:.4f} | value_loss {stats['value_loss']:.4f} | "

@@ -67,10 +67,28 @@ from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
 from model import ModelConfig, Transformer, configure_optimizer, flops_per_token, optimizer_step, set_lr
-from plumbing import (MetricsLog, UserError, add_common_args, autocast, encode_corpus, evaluate, format_pass_rates,
-                      generate_answers, grad_scaler, load_checkpoint, load_model, peak_flops, pick_device,
-                      random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
-
+from plumbing import (
+    MetricsLog,
+    UserError,
+    add_common_args,
+    autocast,
+    encode_corpus,
+    evaluate,
+    format_pass_rates,
+    generate_answers,
+    grad_scaler,
+    load_checkpoint,
+    load_model,
+    peak_flops,
+    pick_device,
+    random_windows,
+    read_jsonl,
+    read_text,
+    require_positive,
+    run_main,
+    save_checkpoint,
+    set_seed,
+)
 
 # ----------------------------------------------------------------------------- the two objectives
 

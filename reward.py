@@ -84,12 +84,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (RewardModel, chat_ids, configure_optimizer, optimizer_step, pack_answers, reward_scores,
-                   set_lr)
-from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, autocast, generate_answers, grad_scaler,
-                      load_policy, pick_device, preference_pairs, read_jsonl, require_positive, run_main,
-                      save_checkpoint, set_seed)
-
+from model import RewardModel, chat_ids, configure_optimizer, optimizer_step, pack_answers, reward_scores, set_lr
+from plumbing import (
+    EarlyStopping,
+    MetricsLog,
+    UserError,
+    add_common_args,
+    autocast,
+    batches,
+    generate_answers,
+    grad_scaler,
+    load_policy,
+    pick_device,
+    preference_pairs,
+    read_jsonl,
+    require_positive,
+    run_main,
+    save_checkpoint,
+    set_seed,
+)
 
 # ----------------------------------------------------------------------------- the losses
 
@@ -414,7 +427,8 @@ def setup(args, device):
 
 def train(run):
     """The loop: Bradley-Terry (or hinge, or MSE) on batches of prompts, warmup + cosine, held-out
-    accuracy every eval_interval steps, early stopping. Returns the last held-out statistics."""
+    accuracy every eval_interval steps, early stopping; the best weights are restored at the end.
+    Returns the held-out statistics of those weights."""
     args, device, pad_id = run.args, run.device, run.tokenizer.pad_id
     optimizer = configure_optimizer(run.raw_model, args.lr, fused=torch.device(device).type == "cuda")
     scaler = grad_scaler(device, args.dtype)
@@ -422,17 +436,14 @@ def train(run):
     final = validate(0)
     print(f"before training: held-out accuracy {100 * final.get('accuracy', float('nan')):.1f}% "
           f"(val_loss {final['loss']:.3f}; chance is 50%)")
-    order, cursor = [], 0
-    generator = torch.Generator().manual_seed(args.seed)
-    best, since_best, step = float("inf"), 0, 0
-    bar = tqdm(range(1, args.max_steps + 1), desc="reward", dynamic_ncols=True)
+    stream = batches(run.train, args.batch_size, args.seed)
+    early = EarlyStopping(run.raw_model, args.patience)
+    early.update(final["loss"], 0)
+    step, bar = 0, tqdm(range(1, args.max_steps + 1), desc="reward", dynamic_ncols=True)
     for step in bar:
         lr = set_lr(optimizer, step - 1, args.warmup_steps, args.max_steps)
         for _ in range(args.grad_accum):
-            if cursor + args.batch_size > len(order):  # a fresh shuffle each epoch
-                order, cursor = torch.randperm(len(run.train), generator=generator).tolist(), 0
-            batch = [run.train[i] for i in order[cursor:cursor + args.batch_size]]
-            cursor += args.batch_size
+            batch = next(stream)
             with autocast(device, args.dtype):
                 rewards = forward_comparisons(run.model, batch, pad_id, device)
             loss = comparison_loss(rewards, batch, args.loss, args.margin)
@@ -444,15 +455,17 @@ def train(run):
             run.log.log(step=step, loss=loss.item(), lr=lr, **stats)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats.get('accuracy', float('nan')):.2f}")
         if step % args.eval_interval == 0 or step == args.max_steps:
-            final = s = validate(step)
+            s = validate(step)
             tqdm.write(f"step {step}: val_loss {s['loss']:.4f} val_accuracy "
                        f"{100 * s.get('accuracy', float('nan')):.1f}% val_margin {s.get('margin', float('nan')):.2f}")
-            best, since_best = (s["loss"], 0) if s["loss"] < best else (best, since_best + 1)
-            if args.patience and since_best >= args.patience:
+            if early.update(s["loss"], step):
+                final = s
+            if early.stop:
                 tqdm.write(f"early stop: no better val_loss in {args.patience} validations")
                 break
     bar.close()
-    final["steps"] = step
+    early.restore()  # the weights of the best validation, whose statistics `final` holds
+    final.update(steps=step, best_step=early.best_step)
     return final
 
 
@@ -502,14 +515,14 @@ def report(run, final, offset, started):
     save_checkpoint(os.path.join(out, "reward.pt"), run.raw_model, run.tokenizer, stage="reward", step=final["steps"],
                     loss=args.loss, margin=args.margin, reward_offset=offset, likelihood_weight=args.likelihood_weight,
                     metrics=metrics, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy", {}),
-                    init=args.init, args=vars(args))
+                    best_step=final["best_step"], init=args.init, args=vars(args))
     run.log.plot(os.path.join(out, "reward.png"), ["loss", "accuracy", "val_accuracy", "val_margin"],
                  title="reward model: pairwise loss and agreement with labelers")
     elapsed = time.time() - started
     run.log.summary(val_accuracy=final.get("accuracy"), val_margin=final.get("margin"), val_loss=final["loss"],
                     train_accuracy=seen.get("accuracy"), train_pair_accuracy=seen.get("pair_accuracy"),
                     reward_offset=offset, kind_rewards=kind_rewards, pair_accuracy=final.get("pair_accuracy"),
-                    wall_s=round(elapsed, 1), steps=final["steps"])
+                    wall_s=round(elapsed, 1), steps=final["steps"], best_step=final["best_step"])
     acc = f"{100 * final['accuracy']:.1f}%" if "accuracy" in final else "n/a"
     print(f"summary: held-out accuracy {acc} | margin {final.get('margin', float('nan')):.2f} | "
           f"val_loss {final['loss']:.3f} | {int(elapsed // 60)}m{int(elapsed % 60):02d}s")

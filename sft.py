@@ -80,14 +80,33 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
-from model import Transformer, build_example as chat_example, configure_optimizer, optimizer_step, pad_batch, set_lr
-from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, answer_format, autocast, batches,
-                      encode_corpus, evaluate, format_pass_rates, grad_scaler, load_policy, pick_device,
-                      random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
+from model import Transformer, configure_optimizer, optimizer_step, pad_batch, set_lr
+from model import build_example as chat_example
+from plumbing import (
+    EarlyStopping,
+    MetricsLog,
+    UserError,
+    add_common_args,
+    answer_format,
+    autocast,
+    batches,
+    encode_corpus,
+    evaluate,
+    format_pass_rates,
+    grad_scaler,
+    load_policy,
+    pick_device,
+    random_windows,
+    read_jsonl,
+    read_text,
+    require_positive,
+    run_main,
+    save_checkpoint,
+    set_seed,
+)
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
 FULL_LR, LORA_LR, SCRATCH_LR = 3e-4, 4e-3, 1e-3  # peak learning rates when --lr is not given

@@ -45,9 +45,18 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common import UserError, read_jsonl, run_main  # noqa: E402
-from model import EVAL_KINDS, RewardModel, answer_text, evaluate, left_pad, load_model, reward_scores  # noqa: E402
-from model import chat_prompt, token_logprobs  # noqa: E402
 
+from model import (  # noqa: E402  # noqa: E402
+    EVAL_KINDS,
+    RewardModel,
+    answer_text,
+    chat_prompt,
+    evaluate,
+    left_pad,
+    load_model,
+    reward_scores,
+    token_logprobs,
+)
 
 # ----------------------------------------------------------------------------- the stages
 

@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 
 import bpe
-from bpe import (DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer, _PairTable,
-                 load_tokenizer)
+from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer, _PairTable, load_tokenizer
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tokenizer, write_jsonl
 from torch.autograd import gradcheck
 
 import dpo as D
-import plumbing as P
 import model as M
-from helpers import tokenizer, write_jsonl
+import plumbing as P
 
 
 def tiny_model(tok, seed=0, **kw):

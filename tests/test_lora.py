@@ -4,10 +4,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-import plumbing as P
 import model as M
-from lora import (LoRALinear, apply_lora, count_parameters, load_lora_state_dict, lora_layers,
-                  lora_state_dict, merge_lora)
+import plumbing as P
+from lora import (
+    LoRALinear,
+    apply_lora,
+    count_parameters,
+    load_lora_state_dict,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+)
 
 
 def tiny_model(seed=0):

@@ -16,8 +16,8 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import bpe
-import plumbing as P
 import model as M
+import plumbing as P
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "User: \nAssistant: abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'"

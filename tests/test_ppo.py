@@ -8,12 +8,13 @@ import os
 
 import pytest
 import torch
+from helpers import tokenizer, write_jsonl
 from torch.autograd import gradcheck
 
-import plumbing as P
 import model as M
-from helpers import tokenizer, write_jsonl
+import plumbing as P
 import ppo
+
 
 def tiny_model(tok, seed=0, scale=None, cls=M.Transformer):
     torch.manual_seed(seed)

@@ -11,8 +11,7 @@ import torch
 
 import plumbing as P
 import pretrain
-from plumbing import UserError, load_checkpoint
-from plumbing import load_model
+from plumbing import UserError, load_checkpoint, load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTRIES = [("Norway", "Oslo"), ("Peru", "Lima"), ("Japan", "Tokyo"), ("Egypt", "Cairo"),

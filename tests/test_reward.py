@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
+from helpers import tokenizer, write_jsonl
 from torch.autograd import gradcheck
 
-import plumbing as P
 import model as M
-from helpers import tokenizer, write_jsonl
+import plumbing as P
 import reward as R
+
 
 def tiny_cfg(tok, **kw):
     cfg = dict(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import plumbing as P
 import model as M
+import plumbing as P
 from bpe import CharTokenizer
-from sft import build_example, freeze_bottom_layers, n_supervised_tokens, record_turns, render_example, supervised_loss
+from sft import build_example, freeze_bottom_layers, record_turns, render_example
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
