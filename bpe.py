@@ -18,17 +18,14 @@ the training text; take the most frequent pair (ties: the smallest pair, so trai
 deterministic); give it a new id (256, 257, ...); replace its occurrences left to right; repeat
 until the vocabulary is as large as wanted. The ordered list of merges *is* the tokenizer: to
 encode new text, start from bytes and apply the same merges in the order they were learned.
-Common words end up as one token, rare ones as a few pieces, unseen ones as bytes. The plain way
-to train recounts the whole text for every merge:
+Common words end up as one token, rare ones as a few pieces, unseen ones as bytes.
 
-    for step in range(num_merges):
-        counts = count_pairs(ids)                  # whole text, every step
-        pair = most_frequent(counts)
-        ids = replace(ids, pair, 256 + step)        # whole text, every step
-
-That costs (number of merges) x (text length). A merge only changes the text where the pair
-occurs, so `train` below keeps the counts and the positions of every pair and updates just those
-places: tens of times faster, and the learned merges are exactly the same.
+Part 2 below is that algorithm as plain code, the way Karpathy's minbpe teaches it: `get_stats`
+counts the pairs, `merge` replaces one pair, and `train_naive` repeats the two over the whole text
+for every merge, which costs (number of merges) x (text length). A merge only changes the text
+where the pair occurs, so `BPETokenizer.train` in Part 3 keeps the counts and the positions of
+every pair and updates just those places. It learns exactly the same merges, in the same order
+(tests/test_bpe.py checks this; benchmarks/run.py measures the difference in speed).
 
 Pre-tokenization. Left alone, BPE happily learns tokens like "d. The" that glue the end of one word
 to the start of the next. GPT-2 first splits text into chunks with a regular expression (words
@@ -55,7 +52,6 @@ import heapq
 import json
 import os
 import re
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -65,17 +61,18 @@ import numpy as np
 DEFAULT_SPECIALS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|mask|>", "<|sep|>")
 UNK = "<|unk|>"
 
-# GPT-2's split: contractions, letters with an optional leading space, digits, other symbols,
-# whitespace. The original uses \p{L} and \p{N}, which `re` lacks: [^\W\d_] is "a word character
-# that is not a digit or underscore", i.e. a letter; the underscore joins the symbol class so that
-# every character of the text falls into some chunk.
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
-
 
 def _specials_regex(specials):
-    # Longest first, so that a special that is a prefix of another cannot steal its match.
+    """The regex that finds the special tokens in a text (None if there are none).
+
+    Every tokenizer and both trainers build theirs here, so bad specials are refused before any work.
+    """
+    specials = tuple(specials)
+    if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
+        raise ValueError(f"special tokens must be distinct non-empty strings, got {specials!r}")
     if not specials:
         return None
+    # Longest first, so that a special that is a prefix of another cannot steal its match.
     alternatives = sorted(specials, key=len, reverse=True)
     return re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
 
@@ -104,13 +101,11 @@ class Tokenizer:
 
     def _set_specials(self, specials, first_id):
         specials = tuple(specials)
-        if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
-            raise ValueError(f"special tokens must be distinct non-empty strings, got {specials!r}")
+        self._special_re = _specials_regex(specials)  # also checks them
         self.specials = specials
         # Specials live after the ordinary vocabulary, so they can never collide with it.
         self.special_ids = {s: first_id + k for k, s in enumerate(specials)}
         self._special_names = {i: s for s, i in self.special_ids.items()}
-        self._special_re = _specials_regex(specials)
 
     def _special(self, name):
         if name not in self.special_ids:  # AttributeError, so getattr(tok, "mask_id", None) works
@@ -188,7 +183,7 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def train(cls, text, specials=DEFAULT_SPECIALS, unk=False):
         # Specials written in the text are not ordinary characters: leave their letters out.
-        regex = _specials_regex(tuple(specials))
+        regex = _specials_regex(specials)
         plain = "".join(piece for _, piece, is_special in _split_specials(regex, text) if not is_special)
         return cls(plain, specials, unk)
 
@@ -245,7 +240,100 @@ class CharTokenizer(Tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------
-# Part 2: byte-level BPE. First the engine that applies merges fast, then the tokenizer.
+# Part 2: byte-level BPE, the plain way. Count the pairs, merge the most frequent one, repeat.
+# ---------------------------------------------------------------------------------------------
+
+# GPT-2's split: contractions, letters with an optional leading space, digits, other symbols,
+# whitespace. The original uses \p{L} and \p{N}, which `re` lacks: [^\W\d_] is "a word character
+# that is not a digit or underscore", i.e. a letter; the underscore joins the symbol class so that
+# every character of the text falls into some chunk.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+
+
+def get_stats(ids, counts=None):
+    """Count the adjacent pairs of `ids`: [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}.
+
+    A run counts at every position: [97, 97, 97] holds (97, 97) twice, although one merge can
+    replace only one of the two. Pass `counts` to add to it, so that many chunks share one table.
+    """
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge(ids, pair, new_id):
+    """A copy of `ids` with every occurrence of `pair` replaced by `new_id`, scanning left to right.
+
+    merge([1, 2, 3, 1, 2], (1, 2), 256) -> [256, 3, 256]. In a run, merge([97, 97, 97], (97, 97), 256)
+    -> [256, 97]: the pair that starts at position 1 lost its left half to the one merged at 0.
+    """
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i] == pair[0] and i + 1 < len(ids) and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2  # both halves are used up
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _num_merges(vocab_size, specials):
+    """How many merges a vocabulary of `vocab_size` holds: it is 256 byte ids + merges + specials."""
+    num_merges = vocab_size - 256 - len(specials)
+    if num_merges < 0:
+        raise ValueError(f"vocab_size {vocab_size} is below 256 byte ids + {len(specials)} specials")
+    return num_merges
+
+
+def _training_chunks(text, pattern, specials):
+    """The pieces of `text` that BPE learns from, in text order.
+
+    Special-token strings are cut out: they are boundaries, not text, and get their own ids, so no
+    merge ever learns from or produces one. The pre-tokenization `pattern`, if any, splits the rest
+    into chunks, and since each chunk is merged on its own, no token spans two chunks.
+    """
+    chunk_re = re.compile(pattern) if pattern else None
+    for _, piece, is_special in _split_specials(_specials_regex(specials), text):
+        if not is_special:
+            yield from chunk_re.findall(piece) if chunk_re else [piece]
+
+
+def train_naive(text, vocab_size, pattern=None, specials=DEFAULT_SPECIALS):
+    """Learn `vocab_size - 256 - len(specials)` merges from `text` (fewer if it runs out of pairs).
+
+    The plain algorithm: every merge recounts and rewrites the whole text. It returns the same
+    tokenizer as `BPETokenizer.train` (Part 3), which gets there faster; this one is the reference
+    that the tests and benchmarks/run.py hold the fast one to.
+    """
+    specials = tuple(specials)
+    num_merges = _num_merges(vocab_size, specials)
+    # The whole text, one list of byte ids per chunk, repeats included. (BPETokenizer.train keeps one
+    # copy of each distinct chunk with its number of occurrences as a weight: the counts come out equal.)
+    chunks = [list(chunk.encode("utf-8")) for chunk in _training_chunks(text, pattern, specials)]
+    merges, merge_counts = {}, []
+    for new_id in range(256, 256 + num_merges):
+        counts = {}
+        for ids in chunks:  # pairs never span two chunks
+            get_stats(ids, counts)
+        if not counts:  # every chunk is a single token: nothing is left to merge
+            break
+        # The most frequent pair; among equal counts the smallest one, so that training is
+        # deterministic (BPETokenizer.train breaks ties the same way).
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        chunks = [merge(ids, pair, new_id) for ids in chunks]
+        merges[pair] = new_id
+        merge_counts.append(counts[pair])
+    tok = BPETokenizer(merges, pattern, specials)
+    tok.merge_counts = merge_counts
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: byte-level BPE, fast. The same merges, but a merge updates only the places it changes:
+# first the engine that keeps the pair counts up to date, then the tokenizer, which trains and
+# encodes with it.
 # ---------------------------------------------------------------------------------------------
 
 class _PairTable:
@@ -378,17 +466,15 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def train(cls, text, vocab_size, pattern=None, verbose=False, specials=DEFAULT_SPECIALS):
-        """Learn `vocab_size - 256 - len(specials)` merges from `text` (fewer if it runs out of pairs)."""
+        """Learn the same merges as `train_naive`, in the same order, without recounting the text.
+
+        That is `vocab_size - 256 - len(specials)` merges, fewer if the text runs out of pairs.
+        """
         specials = tuple(specials)
-        num_merges = vocab_size - 256 - len(specials)
-        if num_merges < 0:
-            raise ValueError(f"vocab_size {vocab_size} is below 256 byte ids + {len(specials)} specials")
-        # Special-token strings in the training text are boundaries, not text to learn from.
-        tok = cls((), pattern, specials)
-        words = Counter()
-        for _, piece, is_special in _split_specials(tok._special_re, text):
-            if not is_special:
-                words.update(tok._chunks(piece))
+        num_merges = _num_merges(vocab_size, specials)
+        # The same chunks as train_naive, but a chunk that occurs w times is counted once, with weight
+        # w: its pairs count w times, so the counts are the same and a merge rewrites it only once.
+        words = Counter(_training_chunks(text, pattern, specials))
         table = _PairTable([w.encode("utf-8") for w in words], list(words.values()))
 
         # Max-heap of (-count, pair) with lazy deletion: counts only fall after a pair is pushed,
@@ -484,6 +570,10 @@ class BPETokenizer(Tokenizer):
         return cls([tuple(m) for m in d["merges"]], d.get("pattern") or None, d["specials"])
 
 
+# ---------------------------------------------------------------------------------------------
+# Loading: either tokenizer back from what `save` wrote (or from the dict a checkpoint stores).
+# ---------------------------------------------------------------------------------------------
+
 _TYPES = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
@@ -510,29 +600,6 @@ def load_tokenizer(path_or_dict):
 # Command line: train on a corpus, show what was learned, save out/bpe.json.
 # ---------------------------------------------------------------------------------------------
 
-def _fail(what, fix, where=""):
-    print(f"error: {what}{f' ({where})' if where else ''} — {fix}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _read_corpus(path):
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        _fail(f"data file {path} not found",
-              "pass --data PATH to a UTF-8 text file (python data/make_data.py writes data/corpus.txt)")
-    except OSError as e:
-        _fail(f"cannot read {path}: {e.strerror}", "pass --data PATH to a readable UTF-8 text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        _fail(f"{path} is not UTF-8 text (byte {e.start})", "re-save the file as UTF-8", f"{path}:{line}")
-    if not text.strip():
-        _fail(f"{path} is empty", "put some text in it or pass --data PATH to another file")
-    return text
-
-
 def _write_logs(tok, out_dir, summary):
     with open(out_dir / "bpe.jsonl", "w", encoding="utf-8") as f:
         for k, ((l, r), new) in enumerate(tok.merges.items()):
@@ -554,6 +621,12 @@ def _write_logs(tok, out_dir, summary):
 
 
 def main(argv=None):
+    # plumbing.py holds the project's error handling, but it imports load_tokenizer from this file: a
+    # top-level import here would be circular (whichever of the two loads first would find the other
+    # half-built). Only the command line needs plumbing, so it imports it here, which also keeps
+    # `import bpe` from loading torch (plumbing needs it).
+    from plumbing import UserError, read_text
+
     ap = argparse.ArgumentParser(description="Train a byte-level BPE tokenizer and save it as JSON.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default="data/corpus.txt", help="UTF-8 training text")
@@ -562,19 +635,13 @@ def main(argv=None):
     ap.add_argument("--pattern", choices=["none", "gpt2"], default="gpt2",
                     help="pre-tokenization split; merges never cross its chunks")
     ap.add_argument("--out-dir", default="out", help="where bpe.json, bpe.jsonl and bpe.png go")
-    ap.add_argument("--seed", type=int, default=0, help="accepted for uniformity; BPE is deterministic")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                    help="unused here (uniform flag across scripts)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                    help="unused here (uniform flag across scripts)")
-    ap.add_argument("--compile", action="store_true", help="unused here (uniform flag across scripts)")
     args = ap.parse_args(argv)
 
     minimum = 256 + len(DEFAULT_SPECIALS)
     if args.vocab_size < minimum:
-        _fail(f"--vocab-size {args.vocab_size} is too small",
-              f"use at least {minimum} (256 byte ids + {len(DEFAULT_SPECIALS)} special tokens)")
-    text = _read_corpus(args.data)
+        raise UserError(f"--vocab-size {args.vocab_size} is too small — use at least {minimum} "
+                        f"(256 byte ids + {len(DEFAULT_SPECIALS)} special tokens)")
+    text = read_text(args.data)  # a missing, empty or non-UTF-8 file is a UserError naming it
     pattern = GPT2_PATTERN if args.pattern == "gpt2" else None
 
     t0 = time.perf_counter()
@@ -609,4 +676,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from plumbing import run_main  # not at the top: see main()
+
+    run_main(main)

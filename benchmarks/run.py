@@ -5,8 +5,9 @@ same machine, at the same time. So every row here is a pair (a baseline and the 
 throughput with the facts needed to compare it (machine, sizes, precision), and the run writes the
 machine and its load next to the numbers:
 
-    BPE training       the naive algorithm (recount every pair of the whole text for each merge) vs
-                       bpe.py's incremental one; their merge lists are asserted to be identical
+    BPE training       the plain algorithm, bpe.train_naive (recount every pair of the whole text for
+                       each merge), vs bpe.py's incremental BPETokenizer.train; their merge lists are
+                       asserted to be identical
     BPE encoding       megabytes of text per second, first pass (cold) and again (chunk cache warm)
     generation         256 new tokens with the key/value cache vs recomputing the prefix each step
     attention          the written-out softmax(QK^T/sqrt(d) + M)V vs PyTorch's fused SDPA kernel,
@@ -54,7 +55,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
@@ -63,7 +63,7 @@ sys.path.insert(0, ROOT)  # the course files are flat modules at the repository 
 
 import torch  # noqa: E402
 
-from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer  # noqa: E402
+from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer, train_naive  # noqa: E402
 from model import ModelConfig, SelfAttention, Transformer, configure_optimizer, flops_per_token  # noqa: E402
 from plumbing import UserError, autocast, grad_scaler, peak_flops, pick_device, run_main, set_seed  # noqa: E402
 
@@ -115,47 +115,17 @@ def log(msg):
 
 # ----------------------------------------------------------------------------- BPE: naive vs fast
 
-def naive_bpe_merges(text, num_merges, pattern):
-    """REFERENCE ONLY, deliberately slow: the plain BPE training loop of bpe.py's docstring.
-    Every merge recounts every adjacent pair of the whole text and rewrites the whole text.
-    Same rules as bpe.py: special-token strings are cut out, the pattern splits the rest into
-    chunks no merge may cross, the most frequent pair wins and ties go to the smallest pair."""
-    specials = re.compile("|".join(re.escape(s) for s in sorted(DEFAULT_SPECIALS, key=len, reverse=True)))
-    ids = []
-    for piece in specials.split(text):
-        for chunk in (re.findall(pattern, piece) if pattern else [piece] if piece else []):
-            ids += list(chunk.encode("utf-8")) + [-1]  # -1 ends a chunk: no pair crosses it
-    merges = []
-    for new in range(256, 256 + num_merges):
-        counts = Counter(zip(ids, ids[1:]))
-        counts = {p: c for p, c in counts.items() if p[0] >= 0 and p[1] >= 0}
-        if not counts:
-            break
-        a, b = pair = min(counts, key=lambda p: (-counts[p], p))
-        out, i = [], 0
-        while i < len(ids):  # left to right, so "aaa" becomes (aa)a
-            if ids[i] == a and i + 1 < len(ids) and ids[i + 1] == b:
-                out.append(new)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
-        merges.append(pair)
-    return merges
-
-
 def bench_bpe(text, vocab_size, repeats):
     num_merges = vocab_size - 256 - len(DEFAULT_SPECIALS)
     log(f"bpe: naive vs fast training, {num_merges} merges on {len(text.encode()):,} bytes")
     naive, fast = [], []
-    naive_s = clock(lambda: naive.append(naive_bpe_merges(text, num_merges, GPT2_PATTERN)), "cpu")
+    naive_s = clock(lambda: naive.append(list(train_naive(text, vocab_size, pattern=GPT2_PATTERN).merges)), "cpu")
     fast_s = statistics.median(clock(lambda: fast.append(BPETokenizer.train(text, vocab_size, pattern=GPT2_PATTERN)),
                                      "cpu") for _ in range(max(3, repeats)))  # cheap: always a median of 3+
     learned = list(fast[-1].merges)
     if learned != naive[0]:
         k = next((i for i, (x, y) in enumerate(zip(learned, naive[0])) if x != y), min(len(learned), len(naive[0])))
-        raise AssertionError(f"bpe.py and the naive trainer disagree from merge {k} on "
+        raise AssertionError(f"bpe.py's two trainers disagree from merge {k} on "
                              f"(fast {learned[k:k + 1]}, naive {naive[0][k:k + 1]}) — a bug in bpe.py")
     return fast[-1], {"bytes": len(text.encode()), "merges": len(learned), "naive_s": naive_s, "fast_s": fast_s,
                       "speedup": naive_s / fast_s, "identical_merges": True}
@@ -355,7 +325,8 @@ def machine_info(device, argv):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=ROOT)
-        info["commit"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if commit.returncode == 0 else None
+        info["commit"] = (commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+                          if commit.returncode == 0 else None)
     except OSError:
         info.setdefault("uptime_start", None)
         info["commit"] = None
@@ -383,10 +354,12 @@ def markdown(report):
            f"- {m['timestamp']}, commit {m['commit']}, `{m['command']}`, total {report['elapsed_s']:.0f} s", ""]
     if "bpe" in r:
         b = r["bpe"]
-        out += ["## BPE training: naive vs bpe.py", "", "| text | merges | naive | bpe.py | speed-up | merges identical |",
+        out += ["## BPE training: naive vs bpe.py", "",
+                "| text | merges | naive | bpe.py | speed-up | merges identical |",
                 "|---|---:|---:|---:|---:|---|",
                 f"| {b['bytes']:,} bytes of {report['plan']['bpe_data']} | {b['merges']} | {b['naive_s']:.2f} s | "
-                f"{b['fast_s']:.3f} s | **{b['speedup']:.0f}×** | {'yes (asserted)' if b['identical_merges'] else 'NO'} |", ""]
+                f"{b['fast_s']:.3f} s | **{b['speedup']:.0f}×** | "
+                f"{'yes (asserted)' if b['identical_merges'] else 'NO'} |", ""]
     if "encode" in r:
         e = r["encode"]
         out += ["## BPE encoding throughput", "", "| text | vocab | bytes/token | cold (MB/s) | warm cache (MB/s) | "
@@ -398,14 +371,16 @@ def markdown(report):
                 "| config | new tokens | no cache (tok/s) | KV cache (tok/s) | speed-up | same tokens |",
                 "|---|---:|---:|---:|---:|---|"]
         out += [f"| {g['config']} | {g['new_tokens']} | {g['no_cache_tok_s']:.1f} | {g['cache_tok_s']:.1f} | "
-                f"**{g['speedup']:.2f}×** | {'yes' if g['same_greedy_tokens'] else 'no (float rounding flipped an argmax)'} |"
+                f"**{g['speedup']:.2f}×** | "
+                f"{'yes' if g['same_greedy_tokens'] else 'no (float rounding flipped an argmax)'} |"
                 for g in r["generate"]]
         out += [f"\n{n}" for n in report["notes"].get("generate", [])] + [""]
     if r.get("attention"):
         out += ["## Attention forward+backward: hand-written vs SDPA", "",
                 "| config | batch×seq | dtype | manual (ms) | SDPA (ms) | speed-up | max abs diff | flash kernel |",
                 "|---|---|---|---:|---:|---:|---:|---|"]
-        out += [f"| {a['config']} | {a['batch']}×{a['seq']} | {a['dtype']} | {a['manual_ms']:.1f} | {a['sdpa_ms']:.1f} | "
+        out += [f"| {a['config']} | {a['batch']}×{a['seq']} | {a['dtype']} | {a['manual_ms']:.1f} | "
+                f"{a['sdpa_ms']:.1f} | "
                 f"**{a['speedup']:.2f}×** | {a['max_abs_diff']:.1e} | {fmt(a['flash'], '', 'n/a (CPU)')} |"
                 for a in r["attention"]]
         out += [""]
@@ -591,7 +566,8 @@ def main(argv=None):
     with open(os.path.join(args.out, f"{tag}.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(md)
-    failed = [f"{t['config']} {t['variant']}" for t in results.get("train") or results.get("memory") or [] if "error" in t]
+    failed = [f"{t['config']} {t['variant']}" for t in results.get("train") or results.get("memory") or []
+              if "error" in t]
     if failed:
         log(f"warning: {len(failed)} training row(s) failed: {', '.join(failed)} (the error is in the table)")
     print(f"wrote {os.path.join(args.out, tag)}.md and .json in {report['elapsed_s']:.0f} s", file=sys.stderr)

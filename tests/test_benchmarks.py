@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import bpe
 from plumbing import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +22,8 @@ def load_run():
 def test_quick_harness_writes_every_row(tmp_path):
     run = load_run()
     run.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--tag", "smoke", "--threads", "1",
-              "--bpe-bytes", "6000", "--bpe-vocab", "300", "--encode-bytes", "20000", "--new-tokens", "8", "--configs", "default",
+              "--bpe-bytes", "6000", "--bpe-vocab", "300", "--encode-bytes", "20000", "--new-tokens", "8",
+              "--configs", "default",
               "--batch", "2", "--seq", "32", "--variants", "float32", "--steps", "1", "--warmup", "0",
               "--repeats", "1"])
     report = json.loads((tmp_path / "smoke.json").read_text())
@@ -46,9 +48,11 @@ def test_quick_harness_writes_every_row(tmp_path):
 def test_naive_reference_matches_bpe_py_and_notices_a_difference():
     run = load_run()
     text = "the cat sat on the mat; the hat, the bat. aaaa bbbb aaaa! " * 5
-    merges = run.naive_bpe_merges(text, 30, run.GPT2_PATTERN)
+    # the naive side of the BPE row is bpe.py's plain trainer, not a copy of its own
+    assert run.train_naive is bpe.train_naive
+    merges = list(run.train_naive(text, 256 + 5 + 30, pattern=run.GPT2_PATTERN).merges)
     assert merges == list(run.BPETokenizer.train(text, 256 + 5 + 30, pattern=run.GPT2_PATTERN).merges)
-    assert merges != run.naive_bpe_merges(text, 30, None)  # no pre-tokenization: merges cross words
+    assert merges != list(run.train_naive(text, 256 + 5 + 30, None).merges)  # no pre-tokenization: merges cross words
 
 
 def test_bad_flags_are_user_errors(tmp_path):

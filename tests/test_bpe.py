@@ -1,14 +1,30 @@
-"""Tests for bpe.py: round trips, the fast trainer against a plain reference, specials, saving."""
+"""Tests for bpe.py: round trips, the fast trainer against the plain one, specials, saving."""
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 import bpe
-from bpe import DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer, _PairTable, load_tokenizer
+from bpe import (
+    DEFAULT_SPECIALS,
+    GPT2_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    _PairTable,
+    get_stats,
+    load_tokenizer,
+    merge,
+    train_naive,
+)
+from plumbing import run_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -23,37 +39,26 @@ SAMPLES = ["", "a", "hello world", "héllo wörld, ça va?", "日本語のテキ
            "Ωμέγα Привет مرحبا שלום"]
 
 
-# --- a plain reference: recount everything for every merge ----------------------------------
-
-def naive_merge(ids, pair, new):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def naive_train(text, num_merges, pattern=None):
-    chunks = [list(c.encode("utf-8")) for c in (re.findall(pattern, text) if pattern else [text])]
-    merges = {}
-    for k in range(num_merges):
-        counts = Counter()
-        for c in chunks:
-            counts.update(zip(c, c[1:]))
-        if not counts:
-            break
-        pair = min(counts, key=lambda p: (-counts[p], p))  # most frequent, then smallest pair
-        merges[pair] = 256 + k
-        chunks = [naive_merge(c, pair, 256 + k) for c in chunks]
-    return merges, chunks
-
+# --- both trainers, sized by their number of merges -------------------------------------------
 
 def train(text, num_merges, pattern=None, specials=DEFAULT_SPECIALS):
     return BPETokenizer.train(text, 256 + num_merges + len(specials), pattern=pattern, specials=specials)
+
+
+def naive(text, num_merges, pattern=None, specials=DEFAULT_SPECIALS):
+    return train_naive(text, 256 + num_merges + len(specials), pattern=pattern, specials=specials)
+
+
+def replay(text, merges, pattern=None):
+    """What the plain trainer turned `text` (no specials in it) into: each chunk's bytes, then every
+    merge in the order it was learned, with `merge` from bpe.py."""
+    out = []
+    for chunk in re.findall(pattern, text) if pattern else [text]:
+        ids = list(chunk.encode("utf-8"))
+        for pair, new_id in merges.items():
+            ids = merge(ids, pair, new_id)
+        out += ids
+    return out
 
 
 # --- round trips ---------------------------------------------------------------------------
@@ -110,15 +115,31 @@ def test_char_unknown_character_is_named_unless_unk():
     assert unk.decode(ids, skip_special=True) == "h"
 
 
-# --- the fast trainer learns exactly what the plain one learns -----------------------------
+# --- the plain trainer's parts, and the fast trainer learns exactly what it learns ----------
+
+def test_get_stats_and_merge_do_what_their_docstrings_say():
+    assert get_stats([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert get_stats([97, 97, 97]) == {(97, 97): 2}  # a run counts at every position
+    assert get_stats([97, 97, 97, 97]) == {(97, 97): 3}
+    assert get_stats([]) == {} and get_stats([5]) == {}
+    counts = get_stats([1, 2])
+    assert get_stats([1, 2, 3], counts) is counts and counts == {(1, 2): 2, (2, 3): 1}  # adds to the table given
+    assert merge([1, 2, 3, 1, 2], (1, 2), 256) == [256, 3, 256]
+    assert merge([97, 97, 97], (97, 97), 256) == [256, 97]  # left to right: the overlapping pair is gone
+    assert merge([97, 97, 97, 97], (97, 97), 256) == [256, 256]
+    assert merge([1, 2, 1], (2, 1), 256) == [1, 256] and merge([1, 2], (2, 1), 256) == [1, 2]
+    ids = [1, 2]
+    assert merge(ids, (1, 2), 256) == [256] and ids == [1, 2]  # a copy: the input is left alone
+
 
 @pytest.mark.parametrize("pattern", [None, GPT2_PATTERN], ids=["no-pattern", "gpt2"])
 def test_fast_training_matches_naive_reference(pattern):
-    expected, chunks = naive_train(TEXT, 120, pattern)
+    expected = naive(TEXT, 120, pattern)
     tok = train(TEXT, 120, pattern)
-    assert list(tok.merges.items()) == list(expected.items())
+    assert list(tok.merges.items()) == list(expected.merges.items())
+    assert tok.merge_counts == expected.merge_counts
     # and encoding the training text reproduces the reference's final segmentation
-    assert tok.encode(TEXT) == [i for c in chunks for i in c]
+    assert tok.encode(TEXT) == replay(TEXT, expected.merges, pattern)
 
 
 def test_fast_training_matches_naive_on_random_small_alphabets():
@@ -129,10 +150,20 @@ def test_fast_training_matches_naive_on_random_small_alphabets():
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
         pattern = rng.choice([None, GPT2_PATTERN])
         n = rng.randrange(1, 12)
-        expected, chunks = naive_train(text, n, pattern)
+        expected = naive(text, n, pattern, specials=())
         tok = train(text, n, pattern, specials=())
-        assert list(tok.merges.items()) == list(expected.items()), (text, pattern)
-        assert tok.encode(text) == [i for c in chunks for i in c], (text, pattern)
+        assert list(tok.merges.items()) == list(expected.merges.items()), (text, pattern)
+        assert tok.encode(text) == replay(text, expected.merges, pattern), (text, pattern)
+
+
+@pytest.mark.parametrize("pattern", [None, GPT2_PATTERN], ids=["no-pattern", "gpt2"])
+def test_both_trainers_cut_out_specials_and_stop_when_pairs_run_out(pattern):
+    text = ("hi there<|eos|>" * 20) + "<|bos|>x<|pad|>aaaa<|eos|>"
+    fast, plain = train(text, 500, pattern), naive(text, 500, pattern)
+    assert len(fast.merges) < 500  # the text ran out of pairs first
+    assert fast.to_dict() == plain.to_dict() and fast.merge_counts == plain.merge_counts
+    with pytest.raises(ValueError, match="below 256"):
+        train_naive(text, 260)
 
 
 def test_incremental_counts_equal_a_full_recount_after_every_merge():
@@ -318,6 +349,8 @@ def test_cli_trains_and_saves(tmp_path, capsys):
     assert isinstance(tok, BPETokenizer) and tok.vocab_size == 300 and tok.pattern == GPT2_PATTERN
     lines = (tmp_path / "out" / "bpe.jsonl").read_text().splitlines()
     assert len(lines) == len(tok.merges) + 1 and "summary" in json.loads(lines[-1])
+    bpe.main(["--data", str(data), "--vocab-size", "300", "--pattern", "none", "--out-dir", str(tmp_path / "free")])
+    assert load_tokenizer(tmp_path / "free" / "bpe.json").pattern is None
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "latin1", "small-vocab"])
@@ -332,7 +365,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
         data.write_text(TEXT)
         args += ["--vocab-size", "260"]
     with pytest.raises(SystemExit) as e:
-        bpe.main(args)
+        run_main(lambda: bpe.main(args))  # what `python bpe.py` does
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and " — " in err[0]
@@ -341,3 +374,13 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
     if case == "small-vocab":
         assert "261" in err[0]
     assert not (tmp_path / "out" / "bpe.json").exists()
+
+
+def test_cli_as_a_script_imports_plumbing_and_fails_in_one_line(tmp_path):
+    # The real entry point: bpe.py and plumbing.py import each other, which must not break `python bpe.py`.
+    missing = tmp_path / "missing.txt"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bpe.py"), "--data", str(missing),
+                           "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and " — " in err[0] and "missing.txt" in err[0]
