@@ -45,6 +45,17 @@ costs about 6·N FLOPs for N parameters (2 in the forward pass, 4 in the backwar
 12·n_layer·n_embd·T for the attention scores over T positions (`flops_per_token`); model FLOPs
 utilisation (MFU) is the FLOPs per second achieved divided by the accelerator's peak.
 
+Prefix tuning (lora.py) needs one hook here, in `SelfAttention.prepend_prefix`: each layer may
+carry L trainable key and value vectors P_k, P_v per head that no token produced, and every query
+attends over them as well as over the sequence's own keys and values:
+
+    Attention(Q, [P_k; K], [P_v; V]) = softmax(Q [P_k; K]^T / sqrt(d_head) + [0 | M]) [P_v; V]
+
+The mask gains L columns that are always 0 (visible): the prefix is in no position's past or future
+and is never padding. It takes no position (the position embedding counts tokens only) and no room
+in the KV cache (the cache holds what tokens produced; the prefix is put in front again at every
+step), so padding, batching and cached generation work with it unchanged.
+
 Talk to any checkpoint with chat.py; plumbing.py loads and saves them.
 """
 
@@ -79,6 +90,7 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.attn_dropout = nn.Dropout(cfg.dropout)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.kv_prefix = None  # prefix tuning (lora.py) puts a module here that returns (P_k, P_v)
 
     def forward(self, x, mask=None, kv_cache=None):
         """x: (B, T, C). mask: bool (B|1, 1, T, T_keys), True = may attend; None = plain causal."""
@@ -88,6 +100,8 @@ class SelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
+        if self.kv_prefix is not None:
+            k, v, mask = self.prepend_prefix(k, v, mask, T)
         dropout_p = self.cfg.dropout if self.training else 0.0
         if self.cfg.attn_impl == "manual":
             if mask is None and self.cfg.causal:
@@ -104,6 +118,18 @@ class SelfAttention(nn.Module):
                                                is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
+
+    def prepend_prefix(self, k, v, mask, T):
+        """Prefix tuning: keys [P_k; K] and values [P_v; V], with L mask columns every query may read.
+        k, v: (B, n_head, T_keys, head_dim), the keys and values of the tokens (cache included); the
+        last T of them belong to the T queries. Returns k, v and mask with the L prefix columns first."""
+        p_k, p_v = (p.to(k.dtype).expand(k.size(0), -1, -1, -1) for p in self.kv_prefix())
+        if mask is None and self.cfg.causal:
+            # is_causal would align query i with key i, a prefix column: spell the causal mask out
+            mask = causal_mask(T, k.size(2), k.size(2) - T, k.device)
+        if mask is not None:
+            mask = torch.cat([mask.new_ones(*mask.shape[:-1], p_k.size(2)), mask], dim=-1)
+        return torch.cat([p_k, k], dim=2), torch.cat([p_v, v], dim=2), mask
 
 
 def causal_mask(T, T_keys, past, device):
@@ -206,7 +232,8 @@ class Transformer(nn.Module):
             mask = mask & attention_mask[:, None, None, -T_keys:].bool()
             # a padding query would see no key at all (softmax of all -inf is NaN); let every query
             # see itself. Outputs at padding positions are never used.
-            itself = torch.arange(T_keys, device=device)[None, :] == torch.arange(past, past + T, device=device)[:, None]
+            itself = (torch.arange(T_keys, device=device)[None, :]
+                      == torch.arange(past, past + T, device=device)[:, None])
             mask = mask | itself
         return mask
 
@@ -286,6 +313,13 @@ def token_logprobs(logits, targets, temperature=1.0):
     mask = targets != -100
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, picked, 0.0)  # not picked * mask: -inf * 0 would be NaN
+
+
+def entropy_from_logits(logits, temperature=1.0):
+    """H(π(·|s_t)) = −Σ_a π(a|s_t) log π(a|s_t) at each position, at the sampling temperature: how spread
+    out the policy's next-token distribution is (RL watches it fall as the policy commits)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def answer_mask(answers, eos_id):

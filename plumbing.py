@@ -56,7 +56,8 @@ def add_common_args(parser, helps=None, **defaults):
     a("--init", default=d["init"], help="checkpoint to start from (default: %(default)s)")
     a("--out-dir", default=d["out_dir"], help="where checkpoints, plots and metrics go (default: %(default)s)")
     a("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps (default: %(default)s)")
-    a("--dtype", default="float32", choices=list(DTYPES), help="autocast precision; float16 adds a grad scaler on CUDA (default: %(default)s)")
+    a("--dtype", default="float32", choices=list(DTYPES),
+      help="autocast precision; float16 adds a grad scaler on CUDA (default: %(default)s)")
     a("--compile", action="store_true", help="torch.compile the model (default: off)")
     a("--seed", type=int, default=d["seed"], help="random seed (default: %(default)s)")
     a("--max-steps", type=int, default=d["max_steps"], help="optimizer steps (default: %(default)s)")
@@ -67,7 +68,8 @@ def add_common_args(parser, helps=None, **defaults):
     a("--eval-interval", type=int, default=d["eval_interval"], help="steps between validations (default: %(default)s)")
     a("--log-interval", type=int, default=d["log_interval"], help="steps between log lines (default: %(default)s)")
     a("--grad-accum", type=int, default=d["grad_accum"], help="micro-batches per optimizer step (default: %(default)s)")
-    a("--patience", type=int, default=d["patience"], help="stop after this many validations without improvement; 0 = never (default: %(default)s)")
+    a("--patience", type=int, default=d["patience"],
+      help="stop after this many validations without improvement; 0 = never (default: %(default)s)")
     return parser
 
 
@@ -175,9 +177,16 @@ class EarlyStopping:
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(path, model, tokenizer, **extra):
-    """Atomically write {config, model, tokenizer, **extra}: a crash leaves the old file intact."""
+    """Atomically write {config, model, tokenizer, **extra}: a crash leaves the old file intact.
+    A network that carries adapters or a prefix (lora.py) also gets {"peft": the method and its sizes},
+    which load_model needs to rebuild those modules: they cannot be merged into the weights like LoRA."""
+    from lora import peft_config  # lora.py imports this file: importing it at the top would be a cycle
+
     net = unwrap(model)
     payload = {"config": asdict(net.cfg), "model": net.state_dict(), "tokenizer": tokenizer.to_dict(), **extra}
+    peft = peft_config(net)
+    if peft is not None:
+        payload["peft"] = peft
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
@@ -207,6 +216,11 @@ def load_model(path, device="cpu", model_class=Transformer):
     ckpt = load_checkpoint(path, device)
     kwargs = {"likelihood_weight": ckpt.get("likelihood_weight", 0.0)} if model_class is RewardModel else {}
     model = model_class(ModelConfig(**ckpt["config"]), **kwargs)
+    if ckpt.get("peft"):  # adapters or a prefix (lora.py): put their modules in before their weights go there
+        from lora import apply_peft  # lora.py imports this file: importing it at the top would be a cycle
+
+        apply_peft(model, ckpt["peft"])
+        model.requires_grad_(True)  # as from any checkpoint: what trains is the next stage's choice
     state = ckpt["model"]
     if model_class is Transformer and "backbone.wte.weight" in state:  # a reward model's body
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -249,7 +263,8 @@ def read_jsonl(path, required=()):
                 raise UserError(f"invalid JSON: {exc.msg} ({path}:{lineno}) — fix or remove that line") from None
             missing = [k for k in required if k not in record]
             if missing:
-                raise UserError(f"missing field {missing[0]!r} ({path}:{lineno}) — every line needs {', '.join(required)}")
+                raise UserError(f"missing field {missing[0]!r} ({path}:{lineno}) — every line needs "
+                                f"{', '.join(required)}")
             records.append(record)
     return records
 
@@ -443,6 +458,28 @@ def evaluate(model, tokenizer, examples, device, kinds=None, max_new_tokens=64):
     for r in records:
         rates.setdefault(r["kind"], []).append(r["passed"])
     return {k: sum(v) / len(v) for k, v in rates.items()}, records
+
+
+def stored_or_evaluated(ckpt, path, eval_records, device):
+    """Pass rates of a checkpoint: the ones it stored under "eval" if any, else measured now."""
+    if isinstance(ckpt.get("eval"), dict) and ckpt["eval"]:
+        return ckpt["eval"]
+    net, tokenizer, _ = load_model(path, device)
+    return evaluate(net, tokenizer, eval_records, device)[0]
+
+
+def show_changes(sft_records, records, name):
+    """Side by side (greedy), per kind: prompts whose verdict the stage fixed, then those it broke, then
+    unchanged ones (passing first); eval order within each."""
+    print("side by side (greedy), prompts whose verdict changed first:")
+    by_prompt = {r["prompt"]: r for r in sft_records}
+    for kind in ("unknown", "harmful", "fact"):
+        rows = sorted((r for r in records if r["kind"] == kind),
+                      key=lambda r: (r["passed"] == by_prompt[r["prompt"]]["passed"], not r["passed"]))
+        for r in rows[:2]:
+            s = by_prompt[r["prompt"]]
+            print(f"  [{kind}] {r['prompt']}\n      sft: {s['output']!r} {'✓' if s['passed'] else '✗'}\n"
+                  f"      {name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
 
 
 def answer_format(records):

@@ -37,9 +37,18 @@ Fine-tuning habits. The pretrained weights already hold the knowledge; SFT shoul
 without overwriting it (catastrophic forgetting), so it uses a smaller peak learning rate than
 pretraining, linear warmup then cosine decay, validation loss every --eval-interval steps with
 early stopping (--patience; the best weights are kept), and optionally freezes the bottom N
-blocks (--freeze-layers). Full fine-tuning updates every weight; parameter-efficient fine-tuning
-(--lora-rank R, see lora.py) trains low-rank adapters W' = W + (alpha/r)·B·A on the attention
-projections only, a few percent of the weights, and merges them into W before saving.
+blocks (--freeze-layers). Full fine-tuning updates every weight. Parameter-efficient fine-tuning
+(--peft, see lora.py) freezes them all and trains a few percent of new ones, in one of three places:
+
+    --peft lora     W' = W + (alpha/r)·B·A on the attention projections (--lora-rank r alone means it too)
+    --peft adapter  h <- h + W_up f(W_down LN(h)) after the attention and the MLP of every block
+                    (--adapter-size m, the bottleneck)
+    --peft prefix   attention over [P_k; K] and [P_v; V]: L trained keys and values in front of every
+                    layer's own (--prefix-len L)
+
+LoRA is merged into W before saving, so its checkpoint is a plain transformer. Adapters and a prefix
+cannot be merged (an adapter is nonlinear, a prefix is extra keys): their checkpoint records the
+method and its sizes, and plumbing.load_model, which every stage uses, rebuilds them before loading.
 
 Replay: keep pretraining while fine-tuning. A few epochs over a few thousand answers pull the weights
 towards those answers: a question about a fact SFT never showed ("What is the capital of Serbia?")
@@ -51,8 +60,8 @@ takes the pretraining loss on --replay-windows random windows of the corpus, wit
 which keeps the base model's skills in use: copying the name from the question, recalling what the
 corpus said about it. Mixing pretraining data into later stages is standard (InstructGPT adds the
 same term to PPO, "PPO-ptx"). The validation loss stays the SFT loss alone. --replay-weight 0 turns
-it off. Two cases leave it off unless asked for: --init scratch has no pretraining to keep, and LoRA
-(--lora-rank) keeps it by construction, since W stays frozen and only a low-rank ΔW moves.
+it off. Two cases leave it off unless asked for: --init scratch has no pretraining to keep, and the
+parameter-efficient methods (--peft) keep it by construction: every pretrained weight stays frozen.
 
 What pretraining buys (--init scratch): the same SFT from random weights learns the format — it
 answers in one sentence and stops — but not the facts SFT never showed it (heldout_fact): those
@@ -61,6 +70,8 @@ only exist in the pretraining corpus.
 Run it:
     python sft.py                          full fine-tuning of out/pretrain.pt -> out/sft.pt
     python sft.py --lora-rank 8 --name sft_lora8     LoRA -> out/sft_lora8.pt; prints the trainable fraction
+    python sft.py --peft adapter --name sft_adapter  adapters -> out/sft_adapter.pt
+    python sft.py --peft prefix --name sft_prefix    prefix tuning -> out/sft_prefix.pt
     python sft.py --init scratch --name sft_scratch  SFT from random weights -> out/sft_scratch.pt
     python sft.py --replay-weight 0 --name sft_noreplay  SFT alone, no replay: compare heldout_fact
 (--name keeps a variant beside out/sft.pt, which is what reward.py, ppo.py and dpo.py read.)
@@ -82,7 +93,18 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from lora import DEFAULT_TARGETS, apply_lora, count_parameters, lora_state_dict, merge_lora
+from lora import (
+    ADAPTER_SITES,
+    ADAPTER_SIZE,
+    DEFAULT_TARGETS,
+    LORA_RANK,
+    PEFT_METHODS,
+    PREFIX_LEN,
+    apply_peft,
+    count_parameters,
+    merge_lora,
+    peft_state_dict,
+)
 from model import Transformer, configure_optimizer, optimizer_step, pad_batch, set_lr
 from model import build_example as chat_example
 from plumbing import (
@@ -109,7 +131,13 @@ from plumbing import (
 )
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
-FULL_LR, LORA_LR, SCRATCH_LR = 3e-4, 4e-3, 1e-3  # peak learning rates when --lr is not given
+FULL_LR, SCRATCH_LR = 3e-4, 1e-3  # peak learning rates when --lr is not given ...
+# ... and for the parameter-efficient methods' new weights, each picked by SFT runs on the default model. A
+# prefix takes the largest steps: its entries are keys and values, of the size of activations, not small weights.
+LORA_LR, ADAPTER_LR, PREFIX_LR = 4e-3, 1e-2, 3e-2
+PEFT_LR = {"lora": LORA_LR, "adapter": ADAPTER_LR, "prefix": PREFIX_LR}
+METHOD_NAMES = {"lora": "LoRA rank {rank}, alpha {alpha:g}", "adapter": "adapters of size {size} after {sites}",
+                "prefix": "a prefix of {prefix_len} keys and values per layer"}
 REPLAY_WEIGHT = 1.0  # gamma of the replayed pretraining loss when --replay-weight is not given
 
 
@@ -229,30 +257,51 @@ def parse_args(argv=None):
       "evaluation (default: all)")
     a("--name", default="sft", help="output file stem under --out-dir, e.g. sft_lora8 (default: %(default)s)")
     a("--freeze-layers", type=int, default=0, help="freeze the bottom N blocks (default: %(default)s)")
-    a("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead of all weights; "
-      "0 = full fine-tuning (default: %(default)s)")
+    a("--peft", choices=list(PEFT_METHODS), default=None, help="train only the new weights of a parameter-efficient "
+      "method, every pretrained weight frozen: lora (W' = W + BA), adapter (bottleneck layers in every block), "
+      "prefix (prefix tuning) (default: full fine-tuning, every weight)")
+    a("--lora-rank", type=int, default=None, help=f"rank r of LoRA's B A; alone it means --peft lora, 0 = full "
+      f"fine-tuning (default: {LORA_RANK} with --peft lora)")
     a("--lora-alpha", type=float, default=16.0, help="LoRA scale: ΔW = (alpha/r)·B·A (default: %(default)s)")
-    a("--lora-targets", default=",".join(DEFAULT_TARGETS), help="comma-separated layers to adapt (default: %(default)s)")
+    a("--lora-targets", default=",".join(DEFAULT_TARGETS),
+      help="comma-separated layers LoRA adapts (default: %(default)s)")
+    a("--adapter-size", type=int, default=ADAPTER_SIZE, help="bottleneck width m of each adapter "
+      "(default: %(default)s)")
+    a("--adapter-where", default=",".join(ADAPTER_SITES), help="comma-separated sublayers of every block an "
+      "adapter follows: attn, mlp (default: %(default)s)")
+    a("--prefix-len", type=int, default=PREFIX_LEN, help="prefix keys and values per layer (default: %(default)s)")
     a("--replay-data", default="data/corpus.txt", help="pretraining text replayed during SFT (default: %(default)s)")
     a("--replay-weight", type=float, default=None, help="gamma: weight of the replayed next-token loss; 0 = no "
-      f"replay (default: {REPLAY_WEIGHT:g}, 0 with --init scratch or --lora-rank)")
+      f"replay (default: {REPLAY_WEIGHT:g}, 0 with --init scratch or --peft)")
     a("--replay-windows", type=int, default=16, help="corpus windows (of the full context) replayed per "
       "micro-batch (default: %(default)s)")
     parser.epilog = (f"--init defaults to <out-dir>/pretrain.pt; --init scratch keeps its architecture and tokenizer "
                      f"but starts from random weights. Without --lr the peak learning rate is {FULL_LR:g} for full "
-                     f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA and {SCRATCH_LR:g} from scratch.")
+                     f"fine-tuning (pretraining uses 5e-3), {LORA_LR:g} for LoRA, {ADAPTER_LR:g} for adapters, "
+                     f"{PREFIX_LR:g} for a prefix and {SCRATCH_LR:g} from scratch.")
     args = parser.parse_args(argv)
-    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows")
-    if args.lora_rank < 0 or args.freeze_layers < 0:
+    require_positive(args, "batch_size", "grad_accum", "eval_interval", "log_interval", "replay_windows",
+                     "adapter_size", "prefix_len")
+    if (args.lora_rank or 0) < 0 or args.freeze_layers < 0:
         raise UserError("--lora-rank and --freeze-layers must be 0 or more")
+    if args.peft is None and args.lora_rank:  # --lora-rank r alone, as before --peft existed
+        args.peft = "lora"
+    if args.peft == "lora":
+        args.lora_rank = LORA_RANK if args.lora_rank is None else args.lora_rank
+        if args.lora_rank < 1:
+            raise UserError("--peft lora needs --lora-rank 1 or more — drop --lora-rank for rank "
+                            f"{LORA_RANK}, or drop --peft for full fine-tuning")
+    elif args.lora_rank:
+        raise UserError(f"--lora-rank is LoRA's size, not the {args.peft} method's — drop it, or pass --peft lora")
+    args.peft_config = peft_settings(args)
     args.from_scratch = args.init == "scratch"
     args.source = os.path.join(args.out_dir, "pretrain.pt") if args.from_scratch or args.init is None else args.init
     if args.lr is None:
-        # small steps keep what pretraining learnt; LoRA's few new weights start at zero and random
-        # weights have nothing to keep, so both take bigger ones
-        args.lr = SCRATCH_LR if args.from_scratch else LORA_LR if args.lora_rank else FULL_LR
-    if args.replay_weight is None:  # nothing to keep from scratch; LoRA's frozen W keeps it already
-        args.replay_weight = 0.0 if args.from_scratch or args.lora_rank else REPLAY_WEIGHT
+        # small steps keep what pretraining learnt; a method's few new weights start from nothing (zero,
+        # or a prefix of random tokens) and random weights have nothing to keep, so both take bigger ones
+        args.lr = SCRATCH_LR if args.from_scratch else PEFT_LR[args.peft] if args.peft else FULL_LR
+    if args.replay_weight is None:  # nothing to keep from scratch; a method's frozen base keeps it already
+        args.replay_weight = 0.0 if args.from_scratch or args.peft else REPLAY_WEIGHT
     if args.replay_weight < 0:
         raise UserError(f"--replay-weight must be 0 or more, got {args.replay_weight:g}")
     return args
@@ -299,17 +348,27 @@ def setup(args, device):
     return raw_model, tokenizer, splits, truncated
 
 
+def peft_settings(args):
+    """The method and its sizes from the flags, as lora.apply_peft takes them; None for full fine-tuning."""
+    sizes = {"lora": dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=comma_list(args.lora_targets)),
+             "adapter": dict(size=args.adapter_size, where=comma_list(args.adapter_where)),
+             "prefix": dict(prefix_len=args.prefix_len)}
+    return dict(method=args.peft, **sizes[args.peft]) if args.peft else None
+
+
+def comma_list(text):
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def choose_trainable(raw_model, args):
-    """LoRA adapters only, or every weight above the frozen bottom layers. Returns the method's name."""
-    if args.lora_rank:
-        apply_lora(raw_model, args.lora_rank, args.lora_alpha, lora_targets(args))
+    """A method's new weights only (lora.py), or every weight above the frozen bottom layers. Returns
+    the method's name."""
+    config, method = args.peft_config, "full fine-tuning"
+    if config:
+        apply_peft(raw_model, config)
+        method = METHOD_NAMES[config["method"]].format(sites=" and ".join(config.get("where", ())), **config)
     freeze_bottom_layers(raw_model, args.freeze_layers)
-    method = f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}" if args.lora_rank else "full fine-tuning"
     return method + (" from scratch" if args.from_scratch else "")
-
-
-def lora_targets(args):
-    return tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
 
 
 def replay_corpus(args, tokenizer, block_size):
@@ -407,12 +466,13 @@ def side_by_side(base_graded, sft_graded):
 
 
 def report(run, result, base, trainable, total, truncated, started):
-    """Merge LoRA into W, evaluate against the starting model, save the checkpoint, plot, summarise."""
+    """Merge LoRA into W, evaluate against the starting model, save the checkpoint, plot, summarise.
+    Adapters and a prefix stay in the network: save_checkpoint records them for load_model."""
     args = run.args
     extra = {}
-    if args.lora_rank:  # saved merged: a plain transformer every later stage loads as usual;
-        extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=list(lora_targets(args)),
-                             state=lora_state_dict(run.raw_model))  # the adapter alone (a few KB) rides along
+    if args.peft == "lora":  # saved merged: a plain transformer every later stage loads as usual;
+        extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=args.peft_config["targets"],
+                             state=peft_state_dict(run.raw_model))  # the adapter alone (a few KB) rides along
         merge_lora(run.raw_model)
     rates, formats = {}, {}
     if base["records"]:
@@ -430,7 +490,7 @@ def report(run, result, base, trainable, total, truncated, started):
     wall = time.time() - started
     run.log.plot(os.path.join(args.out_dir, f"{args.name}.png"), ["loss", "val_loss", "replay_loss", "lr"],
                  title=f"SFT ({run.method})")
-    run.log.summary(stage="sft", init=args.init or args.source, method=run.method, lr=args.lr,
+    run.log.summary(stage="sft", init=args.init or args.source, method=run.method, peft=args.peft_config, lr=args.lr,
                     replay_weight=args.replay_weight, trainable_params=trainable, total_params=total,
                     trainable_fraction=trainable / total, truncated=truncated, **result, eval=rates,
                     base_eval=base["rates"], format_rate=formats, wall_s=round(wall, 1))
@@ -454,7 +514,8 @@ def main(argv=None):
         base["rates"], base["graded"] = evaluate(raw_model, tokenizer, base["records"], device)
     method = choose_trainable(raw_model, args)
     trainable, total = count_parameters(raw_model)
-    print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    print(f"\n{method}, lr {args.lr:g}: trainable parameters {trainable:,} of {total:,} "
+          f"({100 * trainable / total:.2f}%)")
     replay = replay_corpus(args, tokenizer, raw_model.cfg.block_size)
     model = torch.compile(raw_model) if args.compile else raw_model
     log = MetricsLog(os.path.join(args.out_dir, f"{args.name}.jsonl"))

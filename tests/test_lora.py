@@ -10,10 +10,10 @@ from lora import (
     LoRALinear,
     apply_lora,
     count_parameters,
-    load_lora_state_dict,
+    load_peft_state_dict,
     lora_layers,
-    lora_state_dict,
     merge_lora,
+    peft_state_dict,
 )
 
 
@@ -98,27 +98,27 @@ def test_only_adapter_parameters_get_gradients():
     assert trainable < 0.2 * total
 
 
-def test_adapter_state_dict_round_trip(tmp_path):
+def test_lora_state_dict_round_trip(tmp_path):
     net = tiny_model()
     apply_lora(net, rank=3, alpha=6)
     randomize_adapters(net)
     x = torch.randint(0, 23, (2, 9))
     expected = net(x)[0]
-    state = lora_state_dict(net)
+    state = peft_state_dict(net)
     assert state and all(k.endswith(("lora_A", "lora_B")) for k in state)
     torch.save(state, tmp_path / "adapter.pt")
 
     other = apply_lora(tiny_model(), rank=3, alpha=6)  # same base weights, fresh adapters
     assert not torch.allclose(other(x)[0], expected)
-    load_lora_state_dict(other, torch.load(tmp_path / "adapter.pt", weights_only=True))
+    load_peft_state_dict(other, torch.load(tmp_path / "adapter.pt", weights_only=True))
     torch.testing.assert_close(other(x)[0], expected)
 
     wrong_rank = apply_lora(tiny_model(), rank=2, alpha=6)
     with pytest.raises(P.UserError, match="rank"):
-        load_lora_state_dict(wrong_rank, state)
+        load_peft_state_dict(wrong_rank, state)
     wrong_targets = apply_lora(tiny_model(), rank=3, alpha=6, targets=("attn.c_attn",))
     with pytest.raises(P.UserError):
-        load_lora_state_dict(wrong_targets, state)
+        load_peft_state_dict(wrong_targets, state)
 
 
 def test_unknown_target_is_a_user_error():

@@ -12,7 +12,17 @@ import torch.nn.functional as F
 import model as M
 import plumbing as P
 from bpe import CharTokenizer
-from sft import build_example, freeze_bottom_layers, record_turns, render_example
+from lora import remove_adapters, remove_prefix
+from sft import (
+    ADAPTER_LR,
+    PREFIX_LR,
+    build_example,
+    freeze_bottom_layers,
+    parse_args,
+    record_turns,
+    render_example,
+    validation_loss,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,7 +164,8 @@ def run_sft(tmp_path, *flags):
         f.write("".join(json.dumps(r) + "\n" for r in EVAL))
     with open(tmp_path / "corpus.txt", "w") as f:  # pretraining text to replay: the facts, said plainly
         f.write(" ".join(a for r in EVAL for a in r["answers"]) * 20)
-    cmd = [sys.executable, os.path.join(ROOT, "sft.py"), "--out-dir", str(tmp_path), "--data", str(tmp_path / "sft.jsonl"),
+    cmd = [sys.executable, os.path.join(ROOT, "sft.py"), "--out-dir", str(tmp_path),
+           "--data", str(tmp_path / "sft.jsonl"),
            "--eval-data", str(tmp_path / "eval.jsonl"), "--replay-data", str(tmp_path / "corpus.txt"),
            "--replay-windows", "2", "--device", "cpu", "--batch-size", "4", "--lr", "3e-3",
            "--warmup-steps", "2", "--eval-interval", "10", "--patience", "0", *flags]
@@ -194,6 +205,47 @@ def test_lora_sft_saves_a_merged_plain_transformer(tmp_path, tok):
     assert ckpt["lora"]["rank"] == 2 and all(k.endswith(("lora_A", "lora_B")) for k in ckpt["lora"]["state"])
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
     assert changed and all(".attn.c_attn.weight" in k or ".attn.c_proj.weight" in k for k in changed)
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prefix"])
+def test_peft_sft_checkpoint_loads_as_the_trained_model(tmp_path, tok, method):
+    """Each method trains only its own weights, without replay, and writes a checkpoint that load_model
+    (the loader of every stage) turns back into the trained model: its validation loss is the one the run
+    reported for the weights it kept. LoRA is merged into W; adapters and a prefix are rebuilt."""
+    make_tiny_pretrain(tmp_path, tok)
+    base, _, _ = P.load_model(str(tmp_path / "pretrain.pt"))
+    result = run_sft(tmp_path, "--max-steps", "15", "--eval-limit", "0", "--peft", method,
+                     "--adapter-size", "4", "--prefix-len", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainable parameters" in result.stdout and "replay: off" in result.stdout
+    _, s = summary(tmp_path)
+    assert 0 < s["trainable_fraction"] < 0.2 and s["replay_weight"] == 0 and s["peft"]["method"] == method
+    net, _, ckpt = P.load_model(str(tmp_path / "sft.pt"))
+    val = [build_example(tok, r, net.cfg.block_size)[:2] for r in RECORDS * 4 if r["split"] == "val"]  # as run_sft
+    loss = validation_loss(net, val, 4, tok.pad_id, "cpu", "float32")
+    if method == "lora":  # merged: a plain transformer, equal to the unmerged one up to float rounding
+        assert "peft" not in ckpt and ckpt["lora"]["rank"] == 8
+        assert loss == pytest.approx(s["val_loss"], rel=1e-4)
+    else:
+        assert ckpt["peft"]["method"] == method
+        assert loss == pytest.approx(s["val_loss"], rel=1e-6)
+        # the frozen weights came back untouched: without the method's modules it is the starting model
+        state = remove_prefix(remove_adapters(net)).state_dict()
+        assert state.keys() == base.state_dict().keys()
+        assert all(torch.equal(v, base.state_dict()[k]) for k, v in state.items())
+
+
+def test_peft_flags():
+    assert parse_args(["--lora-rank", "8"]).peft_config == dict(
+        method="lora", rank=8, alpha=16.0, targets=["attn.c_attn", "attn.c_proj"])  # as before --peft
+    assert parse_args(["--peft", "lora"]).lora_rank == 8 and parse_args(["--lora-rank", "0"]).peft is None
+    adapter, prefix = parse_args(["--peft", "adapter", "--adapter-size", "6"]), parse_args(["--peft", "prefix"])
+    assert adapter.peft_config == dict(method="adapter", size=6, where=["attn", "mlp"])
+    assert (adapter.lr, prefix.lr, adapter.replay_weight, prefix.replay_weight) == (ADAPTER_LR, PREFIX_LR, 0, 0)
+    with pytest.raises(P.UserError, match="LoRA's size"):
+        parse_args(["--peft", "prefix", "--lora-rank", "4"])
+    with pytest.raises(P.UserError, match="--prefix-len must be at least 1"):
+        parse_args(["--peft", "prefix", "--prefix-len", "0"])
 
 
 def test_bad_data_is_a_one_line_error(tmp_path, tok):
