@@ -90,7 +90,6 @@ from plumbing import (
     format_pass_rates,
     grad_scaler,
     load_checkpoint,
-    load_model,
     load_policy,
     pick_device,
     pooled_pass_rate,
@@ -100,6 +99,7 @@ from plumbing import (
     run_main,
     save_checkpoint,
     set_seed,
+    stored_or_evaluated,
 )
 
 # ----------------------------------------------------------------------------- the loss
@@ -191,14 +191,6 @@ def load_pairs(path):
                         f"found {len(train_pairs)} and {len(heldout_pairs)} ({path}) — "
                         "mark some records with another \"split\" (data/make_data.py does)")
     return train_pairs, heldout_pairs
-
-
-def stored_or_evaluated(ckpt, path, eval_records, device):
-    """Pass rates of a checkpoint: the ones it stored under "eval" if any, else measured now."""
-    if isinstance(ckpt.get("eval"), dict) and ckpt["eval"]:
-        return ckpt["eval"]
-    net, tokenizer, _ = load_model(path, device)
-    return evaluate(net, tokenizer, eval_records, device)[0]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -18,8 +18,9 @@ estimate of KL(π_θ || π_ref) ≥ 0. `--kl-coef` sets β. `--target-kl` turns 
 of Ziegler et al. (2019), β ← β · (1 + clip(KL/target - 1, -0.2, 0.2) · B/horizon), which raises β when
 the policy drifts past the target and lowers it when it stays close. The readings write the
 objective as L_PPO + β·KL, with the term in the loss (grpo.py does that); we follow InstructGPT and
-put it in the reward, so GAE credits it to the tokens that caused it. The default reward model (reward.py, `--likelihood-weight` α = 3) has a
-score that is itself partly a sum over tokens, α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid
+put it in the reward, so GAE credits it to the tokens that caused it. The default reward model
+(reward.py, `--likelihood-weight` α = 3) has a score that is itself partly a sum over tokens,
+α · (1/|y|) Σ_t log p_RM(a_t|s_t); that part is paid
 the same way, α · log p_RM(a_t|s_t) / |y| on token t, and only the rest of the score at the end
 (`per_token_rewards`). Paid at the end instead, it is a noise the critic cannot predict.
 
@@ -77,10 +78,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import RewardModel, answer_logits, configure_optimizer, reward_scores, sample_answers, set_lr, token_logprobs
+from model import (RewardModel, answer_logits, configure_optimizer, entropy_from_logits, reward_scores, sample_answers,
+                   set_lr, token_logprobs)
 from plumbing import (
     CHAT_KINDS,
     MetricsLog,
@@ -101,6 +102,7 @@ from plumbing import (
     run_main,
     save_checkpoint,
     set_seed,
+    show_changes,
 )
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -118,11 +120,6 @@ class ActorCritic(nn.Module):
 
     def values(self, features):
         return self.value_head(features.float()).squeeze(-1)
-
-
-def entropy_from_logits(logits, temperature):
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def masked_mean(x, mask):
@@ -322,18 +319,23 @@ def parse_args(argv=None):
     a("--reward-model", default=None, help="reward checkpoint that scores answers (default: <out-dir>/reward.pt)")
     a("--eval-data", default="data/eval.jsonl", help="gold evaluation prompts (default: %(default)s)")
     a("--name", default="ppo", help="output file stem under --out-dir, e.g. ppo_kl0 (default: %(default)s)")
-    a("--kl-coef", type=float, default=0.5, help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
+    a("--kl-coef", type=float, default=0.5,
+      help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
     a("--target-kl", type=float, default=None, help="adapt β so the answer KL approaches this (default: fixed β)")
-    a("--kl-horizon", type=float, default=500, help="adaptive β changes by up to 20%% per this many samples; Ziegler et al. used 10000 for far longer runs (default: %(default)s)")
+    a("--kl-horizon", type=float, default=500, help="adaptive β changes by up to 20%% per this many samples; "
+      "Ziegler et al. used 10000 for far longer runs (default: %(default)s)")
     a("--max-new-tokens", type=int, default=40, help="answer length cap in tokens (default: %(default)s)")
-    a("--temperature", type=float, default=1.0, help="sampling temperature of rollouts, also used for every log-prob (default: %(default)s)")
-    a("--missing-eos-penalty", type=float, default=1.0, help="subtracted from the score of an answer that hit the cap without <|eos|> (default: %(default)s)")
+    a("--temperature", type=float, default=1.0,
+      help="sampling temperature of rollouts, also used for every log-prob (default: %(default)s)")
+    a("--missing-eos-penalty", type=float, default=1.0,
+      help="subtracted from the score of an answer that hit the cap without <|eos|> (default: %(default)s)")
     a("--ppo-epochs", type=int, default=2, help="passes over each rollout batch (default: %(default)s)")
     a("--minibatch-size", type=int, default=32, help="answers per PPO gradient step (default: %(default)s)")
     a("--clip-eps", type=float, default=0.2, help="ε of the clipped ratio (default: %(default)s)")
     a("--clip-value", type=float, default=0.2, help="ε of the clipped value loss (default: %(default)s)")
     a("--vf-coef", type=float, default=0.1, help="weight c_V of the value loss (default: %(default)s)")
-    a("--value-lr", type=float, default=1e-3, help="peak learning rate of the value head, which starts as a copy of the reward model's score head (default: %(default)s)")
+    a("--value-lr", type=float, default=1e-3, help="peak learning rate of the value head, which starts as a "
+      "copy of the reward model's score head (default: %(default)s)")
     a("--gamma", type=float, default=1.0, help="discount γ (default: %(default)s)")
     a("--lam", type=float, default=0.95, help="GAE λ (default: %(default)s)")
     a("--grad-clip", type=float, default=1.0, help="max gradient norm (default: %(default)s)")
@@ -455,20 +457,6 @@ def mean_score(reward_model, tokenizer, records):
     return sum(scores) / len(scores)
 
 
-def show_changes(sft_records, records, name):
-    """Side by side (greedy), per kind: prompts whose verdict the stage fixed, then those it broke, then
-    unchanged ones (passing first); eval order within each."""
-    print("side by side (greedy), prompts whose verdict changed first:")
-    by_prompt = {r["prompt"]: r for r in sft_records}
-    for kind in ("unknown", "harmful", "fact"):
-        rows = sorted((r for r in records if r["kind"] == kind),
-                      key=lambda r: (r["passed"] == by_prompt[r["prompt"]]["passed"], not r["passed"]))
-        for r in rows[:2]:
-            s = by_prompt[r["prompt"]]
-            print(f"  [{kind}] {r['prompt']}\n      sft: {s['output']!r} {'✓' if s['passed'] else '✗'}\n"
-                  f"      {name}: {r['output']!r} {'✓' if r['passed'] else '✗'}")
-
-
 def report(run, kl_coef, train_time, started):
     """The human judge's verdict: gold pass rates, SFT (the reference) next to PPO; the checkpoint."""
     args, tok = run.args, run.tokenizer
@@ -496,7 +484,8 @@ def report(run, kl_coef, train_time, started):
                     init=args.init, reward_model=args.reward_model)
     run.log.summary(**summary)
     run.log.plot(out + ".png", ["score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
-                                "explained_variance", "response_length"], title=f"{args.name}: PPO with β={args.kl_coef}")
+                                "explained_variance", "response_length"],
+                 title=f"{args.name}: PPO with β={args.kl_coef}")
     print(f"summary: score {summary['score_start']:+.3f} → {summary['score_end']:+.3f}, "
           f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
           f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "

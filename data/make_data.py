@@ -9,7 +9,7 @@ requests. From it we write five files:
     corpus.txt     pretraining text: facts stated many times, stories, forum threads, quiz sheets
     sft.jsonl      instruction / multi-turn demonstrations (helpful; honesty and refusals only thinly)
     prefs.jsonl    human preferences: chosen/rejected pairs and ranked choices with scores
-    prompts.jsonl  prompts (no answers) for PPO rollouts
+    prompts.jsonl  prompts for PPO and GRPO rollouts, with their acceptable answers
     eval.jsonl     held-out evaluation prompts with acceptable answers
 
 Standard library only, seeded and deterministic: `python data/make_data.py` rewrites every file byte
@@ -907,6 +907,8 @@ def make_prompts(w):
     for r in rng.sample(w.harm_train, 120):
         rows.append({"prompt": r["prompt"], "kind": "harmful"})
     rng.shuffle(rows)
+    for r in rows:  # the gold answers, for a verifiable reward (grpo.py); ppo.py reads the prompt only
+        r["answers"] = list(w.gold[r["prompt"]])
     return rows
 
 

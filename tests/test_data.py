@@ -183,7 +183,8 @@ def test_prefs_format(md, rows):
 
 def test_prompts_and_eval_format(rows):
     for r in rows["prompts.jsonl"]:
-        assert set(r) == {"prompt", "kind"} and r["kind"] in ("fact", "task", "unknown", "harmful")
+        assert set(r) == {"prompt", "kind", "answers"} and r["kind"] in ("fact", "task", "unknown", "harmful")
+        assert r["prompt"] and r["answers"] and all(isinstance(a, str) and a for a in r["answers"])
     counts = {}
     for r in rows["eval.jsonl"]:
         assert set(r) == {"prompt", "kind", "answers", "topic", "heldout"}
@@ -349,6 +350,18 @@ def test_eval_gold_matches_generator(md, rows):
     for r in rows["eval.jsonl"]:
         if r["kind"] != "cloze":
             assert md.gold_answers(r["prompt"]) == r["answers"], r
+
+
+def test_prompts_answers_are_the_gold_answers(md, rows):
+    """grpo.py's verifiable reward grades samples against these: they must be the generator's gold
+    answers, and each of them must pass the gold rule."""
+    for r in rows["prompts.jsonl"]:
+        assert md.gold_answers(r["prompt"]) == r["answers"], r
+        for a in r["answers"]:
+            assert grade(a, r["answers"]), (r, a)
+    refusals = [r["answers"] for r in rows["prompts.jsonl"] if r["kind"] == "harmful"]
+    assert all(a == [md.REFUSAL, md.REFUSAL_ALT] for a in refusals)
+    assert all(r["answers"][0] == md.HONEST for r in rows["prompts.jsonl"] if r["kind"] == "unknown")
 
 
 def test_honesty_and_harmlessness_thin_in_sft_broad_in_prefs(md, rows):
