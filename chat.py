@@ -33,7 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="autocast precision (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="autocast precision (default: "
+        "%(default)s)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
     return parser.parse_args(argv)

@@ -78,29 +78,11 @@ from tqdm import tqdm
 
 from lora import DEFAULT_TARGETS, apply_lora, count_parameters, merge_lora
 from model import build_example, configure_optimizer, optimizer_step, sequence_logps, set_lr
-from plumbing import (
-    CHAT_KINDS,
-    EarlyStopping,
-    MetricsLog,
-    UserError,
-    add_common_args,
-    autocast,
-    batches,
-    evaluate,
-    format_pass_rates,
-    grad_scaler,
-    load_checkpoint,
-    load_policy,
-    pick_device,
-    pooled_pass_rate,
-    preference_pairs,
-    read_jsonl,
-    require_positive,
-    run_main,
-    save_checkpoint,
-    set_seed,
-    stored_or_evaluated,
-)
+from plumbing import (CHAT_KINDS, EarlyStopping, MetricsLog, UserError, add_common_args, autocast, batches, evaluate,
+                      format_pass_rates, grad_scaler, load_checkpoint, load_policy, pick_device, pooled_pass_rate,
+                      preference_pairs, read_jsonl, require_positive, run_main, save_checkpoint, set_seed,
+                      stored_or_evaluated)
+
 
 # ----------------------------------------------------------------------------- the loss
 
@@ -201,7 +183,8 @@ def parse_args(argv=None):
     add_common_args(parser, data="data/prefs.jsonl", max_steps=600, batch_size=16,
                     lr=1e-4, warmup_steps=10, eval_interval=50, log_interval=5)
     a = parser.add_argument
-    a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: %(default)s)")
+    a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: "
+        "%(default)s)")
     a("--beta", type=float, default=0.6, help="strength of the pull towards the reference; implicit reward "
       "scale (default: %(default)s)")
     a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
@@ -276,7 +259,8 @@ def setup(args, device):
     heldout_enc, cut_heldout = encode_pairs(tokenizer, heldout_pairs, policy.cfg.block_size)
     print(f"{args.init} ({ckpt.get('stage', '?')}, {policy.num_params():,} parameters) | "
           f"{len(train_pairs)} of {available} train pairs, {len(heldout_pairs)} held-out"
-          + (f" | {cut + cut_heldout} answers truncated to block_size {policy.cfg.block_size}" if cut + cut_heldout else ""))
+          + (f" | {cut + cut_heldout} answers truncated to block_size {policy.cfg.block_size}"
+             if cut + cut_heldout else ""))
     # π_ref = the starting model, frozen. Its log-probabilities of every answer are all DPO ever
     # needs from it, so they are computed once here and the model itself is not kept.
     policy.eval()  # dropout stays off throughout: π and π_ref must score answers the same way
@@ -373,7 +357,8 @@ def show_rankings(run, last):
     pair_kinds = [f"{pair[3]} > {pair[4]}" for pair in run.heldout_pairs]
     ranked = {name: accuracy_by(*scores, pair_kinds) for name, scores in rankers.items()}
     print("held-out pairs ranked by " + ", ".join(
-        f"{name} {100 * acc['all']:.1f}% (correct > hallucinated {100 * acc.get('correct > hallucinated', float('nan')):.0f}%)"
+        f"{name} {100 * acc['all']:.1f}% (correct > hallucinated "
+            f"{100 * acc.get('correct > hallucinated', float('nan')):.0f}%)"
         for name, acc in ranked.items()))
     return ranked
 

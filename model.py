@@ -66,6 +66,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
 # ----------------------------------------------------------------------------- the network
 
 @dataclass

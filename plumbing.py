@@ -29,6 +29,7 @@ import torch
 from bpe import load_tokenizer
 from model import ModelConfig, RewardModel, Transformer, chat_prompt, left_pad
 
+
 # ----------------------------------------------------------------------------- errors and flags
 
 class UserError(Exception):

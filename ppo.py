@@ -82,28 +82,10 @@ from tqdm import tqdm
 
 from model import (RewardModel, answer_logits, configure_optimizer, entropy_from_logits, reward_scores, sample_answers,
                    set_lr, token_logprobs)
-from plumbing import (
-    CHAT_KINDS,
-    MetricsLog,
-    UserError,
-    add_common_args,
-    autocast,
-    batches,
-    encode_prompts,
-    evaluate,
-    format_pass_rates,
-    grad_scaler,
-    load_model,
-    load_policy,
-    pick_device,
-    pooled_pass_rate,
-    read_jsonl,
-    require_positive,
-    run_main,
-    save_checkpoint,
-    set_seed,
-    show_changes,
-)
+from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, batches, encode_prompts, evaluate,
+                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device, pooled_pass_rate,
+                      read_jsonl, require_positive, run_main, save_checkpoint, set_seed, show_changes)
+
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
 

@@ -67,54 +67,51 @@ from tqdm import tqdm
 
 from bpe import CharTokenizer, load_tokenizer
 from model import ModelConfig, Transformer, configure_optimizer, flops_per_token, optimizer_step, set_lr
-from plumbing import (
-    MetricsLog,
-    UserError,
-    add_common_args,
-    autocast,
-    encode_corpus,
-    evaluate,
-    format_pass_rates,
-    generate_answers,
-    grad_scaler,
-    load_checkpoint,
-    load_model,
-    peak_flops,
-    pick_device,
-    random_windows,
-    read_jsonl,
-    read_text,
-    require_positive,
-    run_main,
-    save_checkpoint,
-    set_seed,
-)
+from plumbing import (MetricsLog, UserError, add_common_args, autocast, encode_corpus, evaluate, format_pass_rates,
+                      generate_answers, grad_scaler, load_checkpoint, load_model, peak_flops, pick_device,
+                      random_windows, read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
+
 
 # ----------------------------------------------------------------------------- the two objectives
 
-def mask_tokens(ids, mask_id, vocab_size, mask_prob=0.15, generator=None):
+def mask_tokens(ids, mask_id, vocab_size, mask_prob=0.15, generator=None, special_ids=()):
     """BERT's corruption. Choose each position with probability mask_prob; of the chosen, 80% become
     mask_id, 10% a uniformly random token and 10% stay. Returns (inputs, labels): labels hold the
-    original token at chosen positions and -100 (no loss) everywhere else."""
-    chosen = torch.rand(ids.shape, generator=generator) < mask_prob
-    if not chosen.any():  # a batch with no target has an undefined (0/0) loss
-        chosen.view(-1)[torch.randint(ids.numel(), (1,), generator=generator)] = True
+    original token at chosen positions and -100 (no loss) everywhere else. Special tokens (padding,
+    <|eos|>, ...) are never chosen, and a random replacement is never one: they are not text to fill in."""
+    ordinary = torch.ones(vocab_size, dtype=torch.bool)
+    ordinary[list(special_ids)] = False
+    choosable = ordinary[ids]
+    chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & choosable
+    if not chosen.any() and choosable.any():  # a batch with no target has an undefined (0/0) loss
+        candidates = choosable.view(-1).nonzero().squeeze(-1)
+        chosen.view(-1)[candidates[torch.randint(len(candidates), (1,), generator=generator)]] = True
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     roll = torch.rand(ids.shape, generator=generator)
-    random_ids = torch.randint(vocab_size, ids.shape, generator=generator, dtype=ids.dtype)
+    allowed = ordinary.nonzero().squeeze(-1).to(ids.dtype)
+    random_ids = allowed[torch.randint(len(allowed), ids.shape, generator=generator)]
     inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
     inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
     return inputs, labels
 
 
-def get_batch(data, batch_size, block_size, objective, generator, mask_id=None, vocab_size=None):
+def get_batch(data, batch_size, block_size, objective, generator, mlm=None):
     """batch_size random contiguous windows of the token stream -> (inputs, targets), on the CPU.
     clm: targets are the inputs shifted one to the left (the next token at every position).
-    mlm: targets are the original tokens at the masked positions, -100 elsewhere."""
+    mlm: targets are the original tokens at the masked positions, -100 elsewhere; `mlm` holds
+    mask_tokens' mask_id, vocab_size and special_ids (mlm_spec)."""
     window = random_windows(data, batch_size, block_size + 1 if objective == "clm" else block_size, generator)
     if objective == "clm":
         return window[:, :-1], window[:, 1:]
-    return mask_tokens(window, mask_id, vocab_size, generator=generator)
+    return mask_tokens(window, generator=generator, **mlm)
+
+
+def mlm_spec(tokenizer):
+    """What mask_tokens needs to know of the tokenizer (None when it has no <|mask|>: CLM only)."""
+    if getattr(tokenizer, "mask_id", None) is None:
+        return None
+    return dict(mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
+                special_ids=tuple(tokenizer.special_ids.values()))
 
 
 # ----------------------------------------------------------------------------- text -> tokens
@@ -126,7 +123,8 @@ def pick_tokenizer(args, source, text):
         return load_tokenizer(source["tokenizer"])
     if args.tokenizer:
         if not os.path.exists(args.tokenizer):
-            raise UserError(f"tokenizer not found ({args.tokenizer}) — train one with python bpe.py, or omit --tokenizer")
+            raise UserError(f"tokenizer not found ({args.tokenizer}) — train one with python bpe.py, or omit "
+                "--tokenizer")
         try:
             return load_tokenizer(args.tokenizer)
         except ValueError as exc:
@@ -147,7 +145,7 @@ def split_tokens(ids, val_fraction, block_size, path):
 
 
 @torch.no_grad()
-def estimate_loss(model, data, args, device, rank=0, world=1, mask_id=None, vocab_size=None):
+def estimate_loss(model, data, args, device, rank=0, world=1, mlm=None):
     """Mean loss over the same args.eval_iters windows at every call (a fixed generator), so two
     validations differ only because the model changed. Processes split the windows and all-reduce.
     For mlm also the accuracy of the argmax prediction at the masked positions."""
@@ -155,7 +153,7 @@ def estimate_loss(model, data, args, device, rank=0, world=1, mask_id=None, voca
     generator = torch.Generator().manual_seed(args.seed)
     totals = torch.zeros(4, device=device)  # loss sum, batches, correct, masked positions
     for i in range(args.eval_iters):
-        x, y = get_batch(data, args.batch_size, args.block_size, args.objective, generator, mask_id, vocab_size)
+        x, y = get_batch(data, args.batch_size, args.block_size, args.objective, generator, mlm)
         if i % world != rank:
             continue
         x, y = x.to(device), y.to(device)
@@ -178,21 +176,30 @@ def parse_args(argv=None):
     add_common_args(parser, data="data/corpus.txt", max_steps=4000, batch_size=16, lr=5e-3,
                     warmup_steps=100, eval_interval=500, log_interval=10)
     a = parser.add_argument
-    a("--objective", default="clm", choices=["clm", "mlm"], help="causal next-token LM or BERT-style masked LM (default: %(default)s)")
+    a("--objective", default="clm", choices=["clm", "mlm"], help="causal next-token LM or BERT-style masked LM "
+        "(default: %(default)s)")
     a("--tokenizer", default=None, help="saved tokenizer JSON, e.g. out/bpe.json (default: characters of the data)")
     a("--block-size", type=int, default=128, help="context length in tokens (default: %(default)s)")
     a("--n-layer", type=int, default=2, help="transformer blocks (default: %(default)s)")
     a("--n-head", type=int, default=4, help="attention heads per block (default: %(default)s)")
     a("--n-embd", type=int, default=128, help="residual stream width (default: %(default)s)")
-    a("--dropout", type=float, default=0.0, help="dropout probability; 0 suits a corpus seen a few times (default: %(default)s)")
-    a("--bias", action=argparse.BooleanOptionalAction, default=True, help="biases in Linear and LayerNorm layers, as in GPT-2; --no-bias drops them, as many newer models do (default: %(default)s)")
-    a("--attn-impl", default="sdpa", choices=["sdpa", "manual"], help="fused attention kernel or the written-out one (default: %(default)s)")
-    a("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay on matrices; strong decay erodes rarely seen facts (default: %(default)s)")
-    a("--beta2", type=float, default=0.99, help="AdamW second-moment decay (0.95 for large models) (default: %(default)s)")
-    a("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this; 0 = off (default: %(default)s)")
+    a("--dropout", type=float, default=0.0, help="dropout probability; 0 suits a corpus seen a few times "
+        "(default: %(default)s)")
+    a("--bias", action=argparse.BooleanOptionalAction, default=True, help="biases in Linear and LayerNorm "
+        "layers, as in GPT-2; --no-bias drops them, as many newer models do (default: %(default)s)")
+    a("--attn-impl", default="sdpa", choices=["sdpa", "manual"], help="fused attention kernel or the "
+        "written-out one (default: %(default)s)")
+    a("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay on matrices; strong decay "
+        "erodes rarely seen facts (default: %(default)s)")
+    a("--beta2", type=float, default=0.99, help="AdamW second-moment decay (0.95 for large models) (default: "
+        "%(default)s)")
+    a("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this; 0 = off (default: "
+        "%(default)s)")
     a("--eval-iters", type=int, default=20, help="validation batches per evaluation (default: %(default)s)")
-    a("--val-fraction", type=float, default=0.1, help="last fraction of the tokens held out for validation (default: %(default)s)")
-    a("--eval-data", default="data/eval.jsonl", help="knowledge probe run after training; skipped if the file is absent, '' = skip (default: %(default)s)")
+    a("--val-fraction", type=float, default=0.1, help="last fraction of the tokens held out for validation "
+        "(default: %(default)s)")
+    a("--eval-data", default="data/eval.jsonl", help="knowledge probe run after training; skipped if the file "
+        "is absent, '' = skip (default: %(default)s)")
     a("--resume", action="store_true", help="continue from <out-dir>/pretrain_last.pt (mlm: pretrain_mlm_last.pt)")
     args = parser.parse_args(argv)
     if args.max_steps < 0:
@@ -235,7 +242,7 @@ class Run:
     tokenizer: object
     train_data: torch.Tensor
     val_data: torch.Tensor
-    mask_id: int
+    mlm: dict                     # what mask_tokens needs (mlm_spec), None for a tokenizer without <|mask|>
     stem: str                     # "pretrain" or "pretrain_mlm": the file names
     tokens_per_step: int
     log: MetricsLog
@@ -302,7 +309,7 @@ def setup(args, device, rank, world, ddp):
     optimizer = configure_optimizer(raw_model, args.lr, args.weight_decay, (0.9, args.beta2),
                                     fused=torch.device(device).type == "cuda")
     run = Run(args, device, rank, world, raw_model, model, optimizer, grad_scaler(device, args.dtype), tokenizer,
-              torch.from_numpy(train_ids), torch.from_numpy(val_ids), getattr(tokenizer, "mask_id", None), stem,
+              torch.from_numpy(train_ids), torch.from_numpy(val_ids), mlm_spec(tokenizer), stem,
               args.batch_size * cfg.block_size * args.grad_accum * world,
               MetricsLog(os.path.join(args.out_dir, f"{stem}.jsonl") if rank == 0 else os.devnull), RunState())
     if args.resume:
@@ -416,7 +423,7 @@ def train(run):
             step_loss = torch.zeros((), device=run.device)
             for micro in range(args.grad_accum):
                 x, y = get_batch(run.train_data, args.batch_size, run.raw_model.cfg.block_size, args.objective,
-                                 generator, run.mask_id, run.raw_model.cfg.vocab_size)
+                                 generator, run.mlm)
                 x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
                 # several processes all-reduce the gradients once, after the last micro-batch
                 last = run.world == 1 or micro == args.grad_accum - 1
@@ -441,13 +448,13 @@ def validate(run, bar):
     args, s = run.args, run.state
     # through the compiled model but not the DDP wrapper: the processes split the windows themselves
     evaluator = run.model.module if isinstance(run.model, DistributedDataParallel) else run.model
-    val_loss, masked_acc = estimate_loss(evaluator, run.val_data, args, run.device, run.rank, run.world,
-                                         run.mask_id, run.raw_model.cfg.vocab_size)
+    val_loss, masked_acc = estimate_loss(evaluator, run.val_data, args, run.device, run.rank, run.world, run.mlm)
     if not math.isfinite(val_loss):
         raise UserError(f"validation loss is {val_loss} at step {s.step} — lower --lr or raise "
                         "--warmup-steps (float16: try bfloat16)")
     improved = val_loss < s.best_val_loss
-    s.last_eval, s.best_val_loss, s.bad_evals = s.step, min(s.best_val_loss, val_loss), 0 if improved else s.bad_evals + 1
+    s.last_eval, s.best_val_loss = s.step, min(s.best_val_loss, val_loss)
+    s.bad_evals = 0 if improved else s.bad_evals + 1
     record = dict(step=s.step, tokens=s.step * run.tokens_per_step, val_loss=val_loss)
     if args.objective == "mlm":
         record["masked_accuracy"] = masked_acc
@@ -505,7 +512,8 @@ def report(run, started):
     summary["wall_s"] = time.time() - started
     run.log.summary(**summary)
     minutes, seconds = divmod(int(summary["wall_s"]), 60)
-    shown.append(f"{tokens / 1e6:.2f}M tokens in {minutes}m{seconds:02d}s ({summary['tokens_per_sec'] / 1e3:.1f}k tok/s)")
+    shown.append(f"{tokens / 1e6:.2f}M tokens in {minutes}m{seconds:02d}s "
+        f"({summary['tokens_per_sec'] / 1e3:.1f}k tok/s)")
     print("summary: " + " | ".join(shown))
 
 
@@ -514,10 +522,10 @@ def show_fill_ins(run, net, tokenizer, summary):
     training token, and one masked window with the model's guesses filled in."""
     train_ids, val_ids = run.train_data.numpy(), run.val_data.numpy()
     unigram = float((val_ids == np.bincount(train_ids).argmax()).mean())
-    _, acc = estimate_loss(net, run.val_data, run.args, run.device, mask_id=run.mask_id, vocab_size=net.cfg.vocab_size)
+    _, acc = estimate_loss(net, run.val_data, run.args, run.device, mlm=run.mlm)
     summary.update(masked_accuracy=acc, unigram_accuracy=unigram)
     x, y = get_batch(run.val_data, 1, min(64, net.cfg.block_size), "mlm", torch.Generator().manual_seed(run.args.seed),
-                     run.mask_id, net.cfg.vocab_size)
+                     run.mlm)
     with torch.no_grad():
         guess = net(x.to(run.device))[0].argmax(-1)[0].cpu()
     chosen = y[0] != -100

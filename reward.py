@@ -85,24 +85,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import RewardModel, chat_ids, configure_optimizer, optimizer_step, pack_answers, reward_scores, set_lr
-from plumbing import (
-    EarlyStopping,
-    MetricsLog,
-    UserError,
-    add_common_args,
-    autocast,
-    batches,
-    generate_answers,
-    grad_scaler,
-    load_policy,
-    pick_device,
-    preference_pairs,
-    read_jsonl,
-    require_positive,
-    run_main,
-    save_checkpoint,
-    set_seed,
-)
+from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, autocast, batches, generate_answers,
+                      grad_scaler, load_policy, pick_device, preference_pairs, read_jsonl, require_positive, run_main,
+                      save_checkpoint, set_seed)
+
 
 # ----------------------------------------------------------------------------- the losses
 
@@ -337,7 +323,8 @@ def parse_args(argv=None):
     a("--margin", type=float, default=None, help="margin m of the pair loss (default: 0 for bt, 1 for hinge)")
     a("--freeze-layers", type=int, default=0, help="freeze the embeddings and this many lower blocks; only the "
       "blocks above and the score head learn; 0 = train every weight (default: %(default)s)")
-    a("--prompts", default="data/prompts.jsonl", help="prompts whose SFT samples define reward 0 (default: %(default)s)")
+    a("--prompts", default="data/prompts.jsonl", help="prompts whose SFT samples define reward 0 (default: "
+        "%(default)s)")
     a("--norm-samples", type=int, default=96, help="SFT samples used to centre the reward; 0 = do not centre "
       "(default: %(default)s)")
     a("--likelihood-weight", type=float, default=3.0, help="α: add α × the answer's mean log-likelihood under the "

@@ -93,42 +93,13 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from lora import (
-    ADAPTER_SITES,
-    ADAPTER_SIZE,
-    DEFAULT_TARGETS,
-    LORA_RANK,
-    PEFT_METHODS,
-    PREFIX_LEN,
-    apply_peft,
-    count_parameters,
-    merge_lora,
-    peft_state_dict,
-)
+from lora import (ADAPTER_SITES, ADAPTER_SIZE, DEFAULT_TARGETS, LORA_RANK, PEFT_METHODS, PREFIX_LEN, apply_peft,
+                  count_parameters, merge_lora, peft_state_dict)
 from model import Transformer, configure_optimizer, optimizer_step, pad_batch, set_lr
 from model import build_example as chat_example
-from plumbing import (
-    EarlyStopping,
-    MetricsLog,
-    UserError,
-    add_common_args,
-    answer_format,
-    autocast,
-    batches,
-    encode_corpus,
-    evaluate,
-    format_pass_rates,
-    grad_scaler,
-    load_policy,
-    pick_device,
-    random_windows,
-    read_jsonl,
-    read_text,
-    require_positive,
-    run_main,
-    save_checkpoint,
-    set_seed,
-)
+from plumbing import (EarlyStopping, MetricsLog, UserError, add_common_args, answer_format, autocast, batches,
+                      encode_corpus, evaluate, format_pass_rates, grad_scaler, load_policy, pick_device, random_windows,
+                      read_jsonl, read_text, require_positive, run_main, save_checkpoint, set_seed)
 
 SFT_KINDS = ("fact", "heldout_fact", "unknown", "harmful", "task")  # the prompts in chat format
 FULL_LR, SCRATCH_LR = 3e-4, 1e-3  # peak learning rates when --lr is not given ...

@@ -37,7 +37,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -47,6 +47,7 @@ sys.path.insert(0, ROOT)
 from model import RewardModel, answer_logits, reward_scores, sample_answers, token_logprobs  # noqa: E402
 from plumbing import (EVAL_KINDS, UserError, answer_format, encode_prompts, evaluate, load_model,  # noqa: E402
                       read_jsonl, run_main)
+
 
 # ----------------------------------------------------------------------------- the stages
 
@@ -362,9 +363,13 @@ def cell(stat, percent=True, signed=False, digits=2):
         return "-"
     if percent:
         f = lambda v: f"{100 * v:.0f}"  # noqa: E731
-        return f"{f(stat['mean'])}% ({f(stat['min'])}–{f(stat['max'])})" if stat["min"] != stat["max"] else f"{f(stat['mean'])}%"
+        if stat["min"] == stat["max"]:
+            return f"{f(stat['mean'])}%"
+        return f"{f(stat['mean'])}% ({f(stat['min'])}–{f(stat['max'])})"
     f = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")  # noqa: E731
-    return f"{f(stat['mean'])} ({f(stat['min'])} to {f(stat['max'])})" if stat["min"] != stat["max"] else f(stat["mean"])
+    if stat["min"] == stat["max"]:
+        return f(stat["mean"])
+    return f"{f(stat['mean'])} ({f(stat['min'])} to {f(stat['max'])})"
 
 
 def results_table(rows):
@@ -401,7 +406,8 @@ def claims_table(verdicts):
     lines = ["| # | claim | criterion | held | per seed |", "|---|---|---|---|---|"]
     for v in verdicts:
         held = f"**{v['held']} of {v['of']}**" if v["of"] else "not measured"
-        per_seed = "; ".join(f"{s}: {val}{'' if ok else ' ✗'}" for s, val, ok in zip(v["seeds"], v["values"], v["verdicts"]))
+        per_seed = "; ".join(f"{s}: {val}{'' if ok else ' ✗'}"
+                             for s, val, ok in zip(v["seeds"], v["values"], v["verdicts"]))
         lines.append(f"| {v['id']} | {v['claim']} | {v['criterion']} | {held} | {per_seed} |")
     return "\n".join(lines)
 

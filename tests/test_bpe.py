@@ -11,17 +11,8 @@ from collections import Counter
 import pytest
 
 import bpe
-from bpe import (
-    DEFAULT_SPECIALS,
-    GPT2_PATTERN,
-    BPETokenizer,
-    CharTokenizer,
-    _PairTable,
-    get_stats,
-    load_tokenizer,
-    merge,
-    train_naive,
-)
+from bpe import (DEFAULT_SPECIALS, GPT2_PATTERN, BPETokenizer, CharTokenizer, _PairTable, get_stats, load_tokenizer,
+                 merge, train_naive)
 from plumbing import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -49,7 +49,8 @@ def test_dpo_loss_matches_closed_form():
     torch.testing.assert_close(chosen_rewards, beta * (pc - rc))
     torch.testing.assert_close(rejected_rewards, beta * (pr - rr))
     # stable where σ underflows: a pair ranked 2000 nats the wrong way costs β·2000, not inf
-    far = D.dpo_loss(torch.tensor([-2000.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]), beta=0.1)[0]
+    zero = torch.tensor([0.0])
+    far = D.dpo_loss(torch.tensor([-2000.0]), zero, zero, zero, beta=0.1)[0]
     assert far.item() == pytest.approx(200.0)
 
 
@@ -124,8 +125,10 @@ def test_sequence_logps_count_only_answer_tokens():
 
 
 def test_preference_pairs_expand_rankings():
-    records = [{"input": "q", "choices": [{"text": "b", "rank": 2, "kind": "ok"}, {"text": "a", "rank": 1, "kind": "good"},
-                                          {"text": "c", "rank": 3, "kind": "bad"}, {"text": "c2", "rank": 3, "kind": "bad"}]},
+    records = [{"input": "q", "choices": [{"text": "b", "rank": 2, "kind": "ok"},
+                                          {"text": "a", "rank": 1, "kind": "good"},
+                                          {"text": "c", "rank": 3, "kind": "bad"},
+                                          {"text": "c2", "rank": 3, "kind": "bad"}]},
                {"prompt": "p", "chosen": "x", "rejected": "y", "chosen_kind": "honest", "rejected_kind": "rude"}]
     pairs = P.preference_pairs(records)
     # 4 answers: 6 ordered pairs minus the tie between the two rank-3 answers
@@ -152,7 +155,8 @@ def toy_preferences(tmp_path):
                 {"text": f"King {place} rules it.", "rank": 2}, {"text": "I don't know.", "rank": 1},
                 {"text": "Go away.", "rank": 3}]})
     prefs = write_jsonl(tmp_path / "prefs.jsonl", records)
-    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "Where is Zorbzz?", "kind": "unknown", "answers": ["I don't know."]}])
+    evals = write_jsonl(tmp_path / "eval.jsonl",
+                        [{"prompt": "Where is Zorbzz?", "kind": "unknown", "answers": ["I don't know."]}])
     return prefs, evals
 
 
@@ -163,7 +167,8 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     prefs, evals = toy_preferences(tmp_path)
     out = tmp_path / "out"
     D.main(["--init", str(init), "--data", str(prefs), "--eval-data", str(evals), "--out-dir", str(out),
-            "--device", "cpu", "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "3", "--rpo-alpha", "0",
+            "--device", "cpu", "--max-steps", "30", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "3",
+            "--rpo-alpha", "0",
             "--eval-interval", "15", "--log-interval", "5"])
     lines = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()]
     heldout = [r for r in lines if "val_rewards/accuracy" in r]
@@ -181,7 +186,8 @@ def test_short_run_raises_heldout_accuracy_and_writes_checkpoint(tmp_path):
     encoded, _ = D.encode_pairs(tok, heldout_pairs, net.cfg.block_size)
     for key, scorer in [("heldout_ref_logp_accuracy", start), ("heldout_policy_logp_accuracy", net)]:
         chosen, rejected = D.all_pair_logps(scorer.eval(), encoded, tok.pad_id, "cpu", 16, "float32")
-        assert lines[-1]["summary"][key] == pytest.approx((chosen > rejected).float().mean().item(), abs=1.01 / len(encoded))
+        expected = (chosen > rejected).float().mean().item()
+        assert lines[-1]["summary"][key] == pytest.approx(expected, abs=1.01 / len(encoded))
 
 
 def test_accuracy_by_groups_pairs_and_counts_ties_as_wrong():

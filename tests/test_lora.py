@@ -6,15 +6,8 @@ import torch.nn as nn
 
 import model as M
 import plumbing as P
-from lora import (
-    LoRALinear,
-    apply_lora,
-    count_parameters,
-    load_peft_state_dict,
-    lora_layers,
-    merge_lora,
-    peft_state_dict,
-)
+from lora import (LoRALinear, apply_lora, count_parameters, load_peft_state_dict, lora_layers, merge_lora,
+                  peft_state_dict)
 
 
 def tiny_model(seed=0):

@@ -12,22 +12,8 @@ from test_model import PAD_MASK, gradcheck_module, tiny_cfg, tiny_model, twin
 import model as M
 import plumbing as P
 from bpe import CharTokenizer
-from lora import (
-    PEFT_WEIGHTS,
-    Adapted,
-    Adapter,
-    KVPrefix,
-    apply_adapters,
-    apply_peft,
-    apply_prefix,
-    count_parameters,
-    load_peft_state_dict,
-    lora_layers,
-    peft_config,
-    peft_state_dict,
-    remove_adapters,
-    remove_prefix,
-)
+from lora import (PEFT_WEIGHTS, Adapted, Adapter, KVPrefix, apply_adapters, apply_peft, apply_prefix, count_parameters,
+                  load_peft_state_dict, lora_layers, peft_config, peft_state_dict, remove_adapters, remove_prefix)
 
 CONFIGS = {"lora": dict(method="lora", rank=2, alpha=4.0, targets=["attn.c_attn", "attn.c_proj"], dropout=0.0),
            "adapter": dict(method="adapter", size=3, where=["attn", "mlp"]),

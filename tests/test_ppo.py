@@ -128,13 +128,15 @@ def test_padding_and_tokens_after_eos_carry_no_loss():
     old, adv = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
     values = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     old_values, returns = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
-    loss = ppo.ppo_policy_loss(logprobs, old, adv, mask, 0.2)[0] + ppo.ppo_value_loss(values, old_values, returns, mask, 0.2)
+    loss = (ppo.ppo_policy_loss(logprobs, old, adv, mask, 0.2)[0]
+            + ppo.ppo_value_loss(values, old_values, returns, mask, 0.2))
     loss.backward()
     pad = mask == 0
     assert logprobs.grad[pad].abs().sum() == 0 and values.grad[pad].abs().sum() == 0
     assert logprobs.grad[~pad].abs().sum() > 0 and values.grad[~pad].abs().sum() > 0
     # garbage in masked places changes nothing: not the losses, not GAE on the real tokens
-    junk = lambda x: torch.where(pad, torch.full_like(x, 1e3), x.detach())
+    def junk(x):
+        return torch.where(pad, torch.full_like(x, 1e3), x.detach())
     loss2 = ppo.ppo_policy_loss(junk(logprobs), junk(old), junk(adv), mask, 0.2)[0] + \
         ppo.ppo_value_loss(junk(values), junk(old_values), junk(returns), mask, 0.2)
     assert loss2.item() == pytest.approx(loss.item())

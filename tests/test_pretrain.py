@@ -66,6 +66,24 @@ def test_mask_tokens_always_has_a_target():
         assert (labels != -100).any()
 
 
+def test_mask_tokens_never_picks_or_produces_special_tokens():
+    vocab, specials = 20, (16, 17, 18, 19)  # pad, eos, mask, ... after the ordinary ids, as in bpe.py
+    mask_id = 18
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (300, 64), generator=g)  # ordinary tokens and specials mixed
+    inputs, labels = pretrain.mask_tokens(ids, mask_id, vocab, mask_prob=0.5, generator=g, special_ids=specials)
+    special = torch.isin(ids, torch.tensor(specials))
+    chosen = labels != -100
+    assert special.any() and chosen.any()
+    assert not (chosen & special).any()  # a special position is never a target
+    assert torch.equal(inputs[special], ids[special])  # ... and never corrupted
+    replaced = chosen & (inputs != mask_id) & (inputs != ids)
+    assert replaced.any() and not torch.isin(inputs[replaced], torch.tensor(specials)).any()
+    # a window of nothing but specials has no target to give, and no error
+    _, labels = pretrain.mask_tokens(torch.full((2, 4), 16), mask_id, vocab, generator=g, special_ids=specials)
+    assert (labels == -100).all()
+
+
 def test_get_batch_clm_targets_are_next_tokens():
     data = torch.arange(1000, dtype=torch.int32)
     x, y = pretrain.get_batch(data, 4, 16, "clm", torch.Generator().manual_seed(0))

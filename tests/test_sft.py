@@ -13,16 +13,8 @@ import model as M
 import plumbing as P
 from bpe import CharTokenizer
 from lora import remove_adapters, remove_prefix
-from sft import (
-    ADAPTER_LR,
-    PREFIX_LR,
-    build_example,
-    freeze_bottom_layers,
-    parse_args,
-    record_turns,
-    render_example,
-    validation_loss,
-)
+from sft import (ADAPTER_LR, PREFIX_LR, build_example, freeze_bottom_layers, parse_args, record_turns, render_example,
+                 validation_loss)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
