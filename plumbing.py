@@ -369,7 +369,8 @@ class MetricsLog:
             f.write(json.dumps({"summary": summary}) + "\n")
 
     def plot(self, path, keys, x="step", title=""):
-        """One panel per metric against x, saved as PNG."""
+        """One panel per metric against x, saved as PNG. Each panel is labelled with its unit (UNITS); a
+        noisy training curve is drawn faint, with its moving average over it."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -383,14 +384,44 @@ class MetricsLog:
             ax.axis("off")
         for ax, key in zip(axes.flat, keys):
             pts = [(r[x], r[key]) for r in self.records if key in r and r[key] is not None and x in r]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None)
-            ax.set_xlabel(x)
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            if len(pts) >= 40:  # one point per logged step: show the trend through the noise
+                ax.plot(xs, ys, alpha=0.3, color="C0", linewidth=0.8)
+                ax.plot(xs, moving_average(ys, max(3, len(ys) // 20)), color="C0", label="moving average")
+                ax.legend(fontsize=7)
+            else:
+                ax.plot(xs, ys, marker=".", color="C0")
+            ax.set_xlabel(UNITS.get(x, x))
+            ax.set_ylabel(UNITS.get(key, key))
             ax.set_title(key)
             ax.grid(alpha=0.3)
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+# what each logged metric measures, for the axes of the plots
+UNITS = {"step": "optimizer step", "tokens": "tokens seen", "loss": "cross-entropy (nats/token)",
+         "val_loss": "validation loss", "replay_loss": "corpus loss (nats/token)", "lr": "learning rate",
+         "accuracy": "share of pairs ordered right", "val_accuracy": "share of held-out pairs right",
+         "val_margin": "mean r(chosen) − r(rejected)", "score": "reward-model score", "kl": "KL to SFT (nats/answer)",
+         "entropy": "nats per token", "clipfrac": "share of tokens clipped", "approx_kl": "KL(old ‖ new), nats/token",
+         "value_loss": "squared error", "explained_variance": "1 − Var(R − V)/Var(R)",
+         "response_length": "tokens per answer", "reward": "mean reward of the samples",
+         "pass_rate": "gold pass rate of the samples", "reward_unknown": "mean reward, unknown prompts",
+         "reward_harmful": "mean reward, harmful prompts", "zero_std_fraction": "share of groups, all equal",
+         "val_rewards/accuracy": "share of held-out pairs right", "val_rewards/margin": "β·(margin of log-ratios)",
+         "val_rewards/chosen": "β·(log π − log π_ref)", "val_rewards/rejected": "β·(log π − log π_ref)"}
+
+
+def moving_average(values, window):
+    """The mean of each value and the window − 1 before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation: the gold rule
