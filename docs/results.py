@@ -57,6 +57,7 @@ class Stage:
     command: str     # the default command, as the README gives it
     inputs: tuple = ()  # stages whose checkpoints this one reads: a newer input makes it stale
     label: str = ""  # its row in the results table ("" = not a row: it makes no assistant)
+    every_seed: bool = True  # False: a variant measured on the first --variant-seeds seeds only
 
 
 STAGES = [
@@ -69,6 +70,15 @@ STAGES = [
     Stage("ppo", "python ppo.py", ("sft", "reward"), "PPO"),
     Stage("ppo_kl0", "python ppo.py --kl-coef 0 --name ppo_kl0", ("sft", "reward"), "PPO, β=0"),
     Stage("dpo", "python dpo.py", ("sft",), "DPO"),
+    Stage("grpo", "python grpo.py", ("sft",), "GRPO (gold reward)"),
+    # variants: what one setting changes, on fewer seeds
+    Stage("sft_adapter", "python sft.py --peft adapter --name sft_adapter", ("pretrain",), "SFT + adapters",
+          every_seed=False),
+    Stage("sft_prefix", "python sft.py --peft prefix --name sft_prefix", ("pretrain",), "SFT + prefix tuning",
+          every_seed=False),
+    Stage("grpo_kl0", "python grpo.py --kl-coef 0 --name grpo_kl0", ("sft",), "GRPO, β=0", every_seed=False),
+    Stage("grpo_rm", "python grpo.py --reward model --name grpo_rm", ("sft", "reward"), "GRPO, reward model",
+          every_seed=False),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 # the lifecycle a learner runs with the README's commands, one after another (claim 12)
@@ -121,7 +131,7 @@ def run_seed(seed, args, bar):
     os.makedirs(directory, exist_ok=True)
     times_path = os.path.join(directory, "times.json")
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
-    for stage in STAGES:
+    for stage in stages_for(seed, args):
         bar.set_description(f"seed {seed}: {stage.name}")
         if args.force or not is_done(stage, directory):
             seconds = run_stage(stage, seed, directory, args.threads)
@@ -131,6 +141,13 @@ def run_seed(seed, args, bar):
     bar.set_description(f"seed {seed}: evaluation")
     evaluate_seed_in_subprocess(seed, args)
     bar.update(1)
+
+
+def stages_for(seed, args):
+    """The stages --run trains for a seed: all of them on the first --variant-seeds seeds, else the
+    ones every seed runs."""
+    variants = seed in args.seeds[:args.variant_seeds]
+    return [s for s in STAGES if s.every_seed or variants]
 
 
 def evaluate_seed_in_subprocess(seed, args):
@@ -314,6 +331,15 @@ def make_claims(counts):
               lambda m: (at_least(m["pretrain_mlm"]["masked_accuracy"], 1.5 * m["pretrain_mlm"]["unigram_accuracy"]),
                          f"{pp(m['pretrain_mlm']['masked_accuracy'])}% vs "
                          f"{pp(m['pretrain_mlm']['unigram_accuracy'])}%")),
+        Claim("13", "RL from a verifiable reward (GRPO) does what RLHF does, keeping what the model knew",
+              "GRPO − SFT: harmful and unknown each up at least as much as PPO's; fact and heldout_fact each ≥ −3",
+              lambda m: (at_least(gain(m, "grpo", "harmful"), gain(m, "ppo", "harmful"))
+                         and at_least(gain(m, "grpo", "unknown"), gain(m, "ppo", "unknown"))
+                         and at_least(gain(m, "grpo", "fact"), -0.03)
+                         and at_least(gain(m, "grpo", "heldout_fact"), -0.03),
+                         f"harmful {pts(gain(m, 'grpo', 'harmful'))} (PPO {pts(gain(m, 'ppo', 'harmful'))}), "
+                         f"unknown {pts(gain(m, 'grpo', 'unknown'))} (PPO {pts(gain(m, 'ppo', 'unknown'))}), "
+                         f"fact {pts(gain(m, 'grpo', 'fact'))}, heldout {pts(gain(m, 'grpo', 'heldout_fact'))}")),
         Claim("12", "The default lifecycle runs on a laptop CPU",
               "pretrain + SFT + reward + PPO + DPO of one seed, alone on the machine, ≤ 20 minutes",
               lambda m: (m["timing"]["lifecycle_s"] <= 20 * 60, f"{m['timing']['lifecycle_s'] / 60:.1f} min")),
@@ -372,6 +398,12 @@ def cell(stat, percent=True, signed=False, digits=2):
     return f"{f(stat['mean'])} ({f(stat['min'])} to {f(stat['max'])})"
 
 
+def minutes(row):
+    """The row's wall time in minutes, as a spread (None if not measured)."""
+    wall = row.get("wall_s")
+    return {k: v / 60 for k, v in wall.items() if k != "values"} if wall else None
+
+
 def results_table(rows):
     kinds = list(EVAL_KINDS)
     lines = ["| stage | " + " | ".join(kinds) + " | format | RM score | KL to SFT | wall time (min) | command |",
@@ -380,11 +412,9 @@ def results_table(rows):
         row = rows.get(stage.name)
         if not stage.label or row is None:
             continue
-        wall = row.get("wall_s")
-        minutes = {k: v / 60 for k, v in wall.items() if k != "values"} if wall else None
         lines.append(f"| {stage.label} | " + " | ".join(cell(row.get(k)) for k in kinds)
                      + f" | {cell(row.get('format'))} | {cell(row.get('rm_score'), False, True)}"
-                     + f" | {cell(row.get('kl'), False)} | {cell(minutes, False, digits=1)} | `{stage.command}` |")
+                     + f" | {cell(row.get('kl'), False)} | {cell(minutes(row), False, digits=1)} | `{stage.command}` |")
     return "\n".join(lines)
 
 
@@ -399,6 +429,23 @@ def other_table(rows):
     for name, key, what in pick:
         if name in rows and rows[name].get(key):
             lines.append(f"| {name} | {what} | {cell(rows[name][key])} | `{BY_NAME[name].command}` |")
+    return "\n".join(lines)
+
+
+def peft_table(rows):
+    """Full fine-tuning against the three parameter-efficient methods, on the same pretrained model."""
+    lines = ["| method | weights trained | fact | heldout_fact | task | format | wall time (min) | command |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, method in (("sft", "full fine-tuning"), ("sft_lora8", "LoRA r=8"), ("sft_adapter", "adapters"),
+                         ("sft_prefix", "prefix tuning")):
+        row = rows.get(name)
+        if row is None or "trainable_fraction" not in row:
+            continue
+        trained = f"{100 * row['trainable_fraction']['mean']:.2f}%"
+        lines.append(f"| {method} | {trained} | "
+                     + " | ".join(cell(row.get(k)) for k in ("fact", "heldout_fact", "task"))
+                     + f" | {cell(row.get('format'))} | {cell(minutes(row), False, digits=1)} "
+                       f"| `{BY_NAME[name].command}` |")
     return "\n".join(lines)
 
 
@@ -451,6 +498,7 @@ def write_results(per_seed, counts, args):
         "temperature 1 per chat prompt, in nats. Wall time: the stage's command from start to exit, one torch "
         "thread, measured by the harness.",
         "## Stage-specific measurements", other_table(rows),
+        "## Parameter-efficient fine-tuning", peft_table(rows),
         "## The claims", claims_table(verdicts)]) + "\n"
     with open(args.write, "w") as f:
         f.write(markdown)
@@ -486,6 +534,9 @@ def parse_args(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per stage (default: the cores divided by --jobs)")
+    parser.add_argument("--variant-seeds", type=int, default=3, help="with --run: the variants (adapters, prefix "
+                        "tuning, GRPO with β = 0 or the reward model) train on this many of the seeds (default: "
+                        "%(default)s)")
     parser.add_argument("--force", action="store_true", help="with --run: retrain stages that are already done")
     parser.add_argument("--out-dir", default="out", help="seeds go to <out-dir>/seed<k> (default: %(default)s)")
     parser.add_argument("--eval-data", default="data/eval.jsonl", help="(default: %(default)s)")
@@ -512,7 +563,7 @@ def main(argv=None):
         evaluate_seed(args.evaluate_seed, args.out_dir, args.eval_data)
         return
     if args.run:
-        bar = tqdm(total=len(args.seeds) * (len(STAGES) + 1), desc="results", dynamic_ncols=True)
+        bar = tqdm(total=sum(len(stages_for(s, args)) + 1 for s in args.seeds), desc="results", dynamic_ncols=True)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(run_seed, seed, args, bar) for seed in args.seeds]:
                 future.result()  # re-raises a stage's failure here

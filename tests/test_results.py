@@ -44,6 +44,8 @@ def good_seed(changes=None):
                         wall_s=170),
         "dpo": dict(fact=0.94, heldout_fact=0.80, unknown=0.35, harmful=0.85, task=0.9, format=0.99, rm_score=1.5,
                     wall_s=130),
+        "grpo": dict(fact=0.96, heldout_fact=0.85, unknown=0.45, harmful=0.95, task=0.9, format=0.99, rm_score=1.5,
+                     wall_s=150),
         "timing": dict(lifecycle_s=860),
     }
     for (stage, metric), value in (changes or {}).items():
@@ -63,7 +65,8 @@ def test_every_claim_holds_on_the_good_seed_and_each_can_fail():
               "5": {("sft", "harmful"): 0.61}, "6": {("reward", "accuracy"): 0.899},
               "7": {("ppo", "heldout_fact"): 0.81}, "8": {("ppo_kl0", "fact"): 0.67},
               "9": {("dpo", "fact"): 0.90}, "10": {("sft_lora8", "trainable_fraction"): 0.05},
-              "11": {("pretrain_mlm", "masked_accuracy"): 0.29}, "12": {("timing", "lifecycle_s"): 1201}}
+              "11": {("pretrain_mlm", "masked_accuracy"): 0.29}, "12": {("timing", "lifecycle_s"): 1201},
+              "13": {("grpo", "unknown"): 0.39}}
     for claim, change in breaks.items():
         v = verdicts({0: good_seed(change)})
         assert v[claim]["held"] == 0, (claim, v[claim]["values"])
