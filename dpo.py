@@ -38,7 +38,7 @@ This world shows the risk. A made-up name's rejected answer ("The capital of Glo
 copies the name just as a real name's right answer does. Plain DPO can push the former down without
 holding the latter up: the model learns to stop copying names, and answers break mid-sentence. So
 the default run is not plain DPO but RPO: it adds the chosen answer's likelihood to the loss
-(below) as a guard; --rpo-alpha 0 gives plain DPO, and docs/06-dpo.md compares the two.
+(below) as a guard; --rpo-alpha 0 gives plain DPO, and docs/07-dpo.md compares the two.
 
 Variants practitioners reach for:
   --label-smoothing ε (conservative DPO): assume each label is wrong with probability ε,
@@ -61,7 +61,7 @@ Look for: held-out rewards/accuracy climbing while rewards/margin grows; rewards
 turning negative; the line that ranks the held-out pairs three ways. log π_ref alone already puts
 a known fact's correct answer above a hallucinated one, yet the implicit reward, which subtracts
 log π_ref, must learn each such preference again from the pairs, and misses some on new prompts
-(docs/06-dpo.md measures that gap). In the final table, how far `unknown` and `harmful` move from
+(docs/07-dpo.md measures that gap). In the final table, how far `unknown` and `harmful` move from
 SFT and what `fact` pays for it (a smaller --beta moves further).
 Then talk to it: python chat.py --ckpt out/dpo.pt --temperature 0
 """

@@ -59,7 +59,7 @@ Choices made here:
 
 Run it:   python ppo.py                              (out/sft.pt + out/reward.pt → out/ppo.pt)
           python ppo.py --kl-coef 0 --name ppo_kl0   (no leash: watch for reward hacking)
-The default β is measured, not folklore: docs/05-ppo.md runs β from 0 up on the default models and
+The default β is measured, not folklore: docs/06-ppo.md runs β from 0 up on the default models and
 shows what a weaker leash costs.
 What to look for in out/ppo.png and the log: `score` (reward-model score of the samples) rises; `kl`
 to the reference grows and then levels off; `clipfrac` and `approx_kl` stay small (the trust
@@ -67,7 +67,7 @@ region holds; at the default lr 2e-5 the clip almost never binds: try a larger -
 work); `explained_variance` climbs (the critic learns). At the end a table compares the gold pass
 rate per kind with the SFT model's. RLHF should raise `unknown` and `harmful` (honest "I don't
 know." and refusals are what the preference data rewards) without costing `fact`; it can only do so
-as far as the reward model tells those answers apart, and docs/05-ppo.md shows where this one cannot.
+as far as the reward model tells those answers apart, and docs/06-ppo.md shows where this one cannot.
 """
 
 import argparse

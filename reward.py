@@ -52,7 +52,7 @@ that average to the reward, computed by the same network and trained with it:
 
     r(x, y) = w · h_last(x ⊕ y) + b + α · (1/|y|) Σ_t log p(y_t | x, y_<t)
 
-docs/04-reward.md measures what α buys in held-out accuracy, and what PPO makes of it. The term has
+docs/05-reward.md measures what α buys in held-out accuracy, and what PPO makes of it. The term has
 a price: it rewards probable text, so a reward model that leans on it harder is easier to game.
 
 After training the reward is *normalised*: the head's bias is shifted so that answers sampled from
