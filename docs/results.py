@@ -30,6 +30,7 @@ prints the claims table: for each claim of the readings, its criterion and on ho
 import argparse
 import concurrent.futures
 import datetime
+import glob
 import json
 import os
 import platform
@@ -404,13 +405,14 @@ def minutes(row):
     return {k: v / 60 for k, v in wall.items() if k != "values"} if wall else None
 
 
-def results_table(rows):
+def results_table(rows, names=None):
+    """One row per stage that makes an assistant (or only the stages named)."""
     kinds = list(EVAL_KINDS)
     lines = ["| stage | " + " | ".join(kinds) + " | format | RM score | KL to SFT | wall time (min) | command |",
              "|" + "---|" * (len(kinds) + 6)]
     for stage in STAGES:
         row = rows.get(stage.name)
-        if not stage.label or row is None:
+        if not stage.label or row is None or (names is not None and stage.name not in names):
             continue
         lines.append(f"| {stage.label} | " + " | ".join(cell(row.get(k)) for k in kinds)
                      + f" | {cell(row.get('format'))} | {cell(row.get('rm_score'), False, True)}"
@@ -505,23 +507,37 @@ def write_results(per_seed, counts, args):
     write_json(os.path.splitext(args.write)[0] + ".json",
                dict(seeds=seeds, commit=commit(), machine=machine(), date=datetime.date.today().isoformat(),
                     rows=rows, claims=verdicts))
-    if args.readme:
-        update_readme(args.readme, results_table(rows), claims_table(verdicts), seeds)
+    for path in args.fill:
+        fill_blocks(path, rows, verdicts, seeds)
     print(claims_table(verdicts))
 
 
-def update_readme(path, table, claims, seeds):
-    """Replace the README's text between its two results markers with the tables."""
+BLOCK = re.compile(r"<!-- results: begin(?P<options>[^>]*?) -->.*?<!-- results: end -->", re.S)
+
+
+def fill_blocks(path, rows, verdicts, seeds):
+    """Replace every results block of a markdown file with today's numbers. A block is the text between
+    `<!-- results: begin -->` and `<!-- results: end -->`; the begin marker may choose what it shows:
+    `rows=sft,ppo` (stages of the results table; default all), `claims=7,8` (default all; `claims=none`),
+    `peft` (the parameter-efficient table instead of the results table)."""
     with open(path) as f:
         text = f.read()
-    begin, end = "<!-- results: begin -->", "<!-- results: end -->"
-    if begin not in text or end not in text:
-        return
-    body = (f"{begin}\n`python docs/results.py --run --seeds {' '.join(map(str, seeds))}` (mean and min–max over "
-            f"seeds; [docs/results.md](docs/results.md) has every number):\n\n{table}\n\n{claims}\n{end}")
-    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
-    with open(path, "w") as f:
-        f.write(text)
+
+    def block(match):
+        options = dict(o.split("=", 1) if "=" in o else (o, "") for o in match.group("options").split())
+        parts = [f"`python docs/results.py --run --seeds {' '.join(map(str, seeds))}`: mean over the seeds "
+                 "(min–max); [docs/results.md](docs/results.md) has every number."]
+        names = options["rows"].split(",") if options.get("rows") else None
+        parts.append(peft_table(rows) if "peft" in options else results_table(rows, names))
+        if options.get("claims") != "none":
+            ids = options["claims"].split(",") if options.get("claims") else None
+            parts.append(claims_table([v for v in verdicts if ids is None or v["id"] in ids]))
+        return f"<!-- results: begin{match.group('options')} -->\n" + "\n\n".join(parts) + "\n<!-- results: end -->"
+
+    new = BLOCK.sub(block, text)
+    if new != text:
+        with open(path, "w") as f:
+            f.write(new)
 
 
 # ----------------------------------------------------------------------------- main
@@ -542,17 +558,19 @@ def parse_args(argv=None):
     parser.add_argument("--eval-data", default="data/eval.jsonl", help="(default: %(default)s)")
     parser.add_argument("--write", default="docs/results.md",
                         help="markdown to write; the JSON goes beside it (default: %(default)s)")
-    parser.add_argument("--readme", default="README.md",
-                        help="README whose results section is replaced; '' = leave it (default: %(default)s)")
+    parser.add_argument("--fill", nargs="*", default=["README.md", *sorted(
+                        os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "[0-9]*.md")))],
+                        help="markdown files whose results blocks are filled in (default: the README and "
+                             "the chapters)")
     parser.add_argument("--evaluate-seed", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     # relative paths are the repository's, wherever the command is run from
-    for name in ("out_dir", "eval_data", "write", "readme"):
-        if getattr(args, name):
-            setattr(args, name, os.path.join(ROOT, getattr(args, name)))
+    for name in ("out_dir", "eval_data", "write"):
+        setattr(args, name, os.path.join(ROOT, getattr(args, name)))
+    args.fill = [os.path.join(ROOT, p) for p in args.fill]
     return args
 
 

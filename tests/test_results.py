@@ -133,9 +133,10 @@ def test_evaluation_of_fake_checkpoints_writes_json_markdown_and_readme(tmp_path
         {"prompt": "Who is Zorp?", "kind": "unknown", "answers": ["I don't know."]},
         {"prompt": "The sky is", "kind": "cloze", "answers": ["blue"]}])
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results: begin -->\nold table\n<!-- results: end -->\nafter\n")
+    readme.write_text("intro\n<!-- results: begin -->\nold table\n<!-- results: end -->\nafter\n"
+                      "<!-- results: begin rows=ppo claims=6 -->\nold\n<!-- results: end -->\n")
     args = ["--seeds", "0", "1", "--out-dir", str(tmp_path / "out"), "--eval-data", evals,
-            "--write", str(tmp_path / "results.md"), "--readme", str(readme)]
+            "--write", str(tmp_path / "results.md"), "--fill", str(readme)]
     R.main(args)
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["seeds"] == [0, 1] and report["commit"] and report["machine"]
@@ -151,8 +152,12 @@ def test_evaluation_of_fake_checkpoints_writes_json_markdown_and_readme(tmp_path
     assert by_id["6"]["of"] == 2 and by_id["6"]["held"] == 0  # 50% and 60% < 90%
     assert by_id["9"]["of"] == 0  # no seed has DPO: not measured, not "held"
     text = readme.read_text()
-    assert text.startswith("intro\n<!-- results: begin -->") and text.endswith("<!-- results: end -->\nafter\n")
-    assert "old table" not in text and "| SFT |" in text
+    assert text.startswith("intro\n<!-- results: begin -->") and "<!-- results: end -->\nafter\n" in text
+    assert "old" not in text
+    full, chosen = text.split("after")
+    assert "| SFT |" in full and "| PPO |" in full and "| 12 |" in full
+    assert "| PPO |" in chosen and "| SFT |" not in chosen  # rows=ppo
+    assert "| 6 |" in chosen and "| 12 |" not in chosen  # claims=6
     # a second run re-reads the cached evaluations: same numbers, no checkpoint evaluated again
     cache = tmp_path / "out" / "seed0" / "evaluation.json"
     stamp = cache.stat().st_mtime_ns
@@ -163,4 +168,4 @@ def test_evaluation_of_fake_checkpoints_writes_json_markdown_and_readme(tmp_path
 
 def test_missing_seed_is_a_user_error(tmp_path):
     with pytest.raises(P.UserError, match="no results for seed 3"):
-        R.main(["--seeds", "3", "--out-dir", str(tmp_path), "--readme", ""])
+        R.main(["--seeds", "3", "--out-dir", str(tmp_path), "--fill"])
