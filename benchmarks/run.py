@@ -37,7 +37,7 @@ runs in a fresh process so that these peaks belong to that row alone.
 Run it:
     python benchmarks/run.py --quick                 # CPU, a few minutes -> benchmarks/results/cpu-quick.md
     python benchmarks/run.py                         # everything at full size (BPE on the whole corpus)
-    python benchmarks/run.py --only bpe,encode --bpe-data ../shared/data/tinyshakespeare.txt
+    python benchmarks/run.py --only bpe,encode --bpe-data your_text.txt     # any UTF-8 text of your own
     python benchmarks/run.py --device cuda --out "$OUT"   # GPU rows: bfloat16, --compile, flash SDPA
 What to look for: the ratio column. bpe.py's trainer should be tens to hundreds of times faster than
 the naive one (and agree exactly); the cache should win more the longer the generation; SDPA wins
@@ -425,7 +425,7 @@ def build_parser():
     a("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="directory for the .md and .json")
     a("--tag", default=None, help="result file name (default: cpu or the GPU's name, -quick with --quick)")
     a("--bpe-data", default=os.path.join(ROOT, "data", "corpus.txt"), help="UTF-8 text for the BPE rows "
-      "(e.g. ../shared/data/tinyshakespeare.txt)")
+      "(any UTF-8 text of your own)")
     a("--bpe-bytes", type=int, default=None, help="train BPE on the first N bytes (default: 100000 quick, all)")
     a("--bpe-vocab", type=int, default=None, help="BPE vocabulary size (default: 361 quick = 100 merges, "
       "512 as bpe.py)")

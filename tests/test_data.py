@@ -302,7 +302,7 @@ def test_corpus_continues_every_cloze_prompt_correctly(corpus, rows):
 
 
 def test_questions_appear_in_corpus_without_chat_format(world, corpus):
-    """Forum threads ask the same questions users later ask (seed 002: a base model continues them)."""
+    """Forum threads ask the same questions users later ask (a base model handed one continues the thread)."""
     asked = sum(1 for f in world.facts for q in f.questions if q in corpus)
     assert asked >= 0.5 * sum(len(f.questions) for f in world.facts)
     assert corpus.count(" wrote:\n") > 1000
