@@ -740,10 +740,10 @@ print(net.generate(x[:, :3], 4, temperature=0).shape)
     assert done.returncode == 0, done.stderr[-1500:]
     assert done.stdout.strip() == "torch.Size([2, 7])"
     import ast
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse((ROOT / "model.py").read_text()))
-                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in getattr(node, "names", [])}
-    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse((ROOT / "model.py").read_text()))
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    tree = ast.parse((ROOT / "model.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"math", "dataclasses", "torch"}, imported
 
 
