@@ -173,14 +173,14 @@ def estimate_loss(model, data, args, device, rank=0, world=1, mlm=None):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Pretrain a transformer on raw text (next-token or masked LM).")
     # The defaults are the laptop run: a few minutes on 2 CPU cores (docs/results.md has the time).
-    add_common_args(parser, data="data/corpus.txt", max_steps=4000, batch_size=16, lr=5e-3,
+    add_common_args(parser, data="data/corpus.txt", max_steps=3000, batch_size=16, lr=5e-3,
                     warmup_steps=100, eval_interval=500, log_interval=10)
     a = parser.add_argument
     a("--objective", default="clm", choices=["clm", "mlm"], help="causal next-token LM or BERT-style masked LM "
         "(default: %(default)s)")
     a("--tokenizer", default=None, help="saved tokenizer JSON, e.g. out/bpe.json (default: characters of the data)")
     a("--block-size", type=int, default=128, help="context length in tokens (default: %(default)s)")
-    a("--n-layer", type=int, default=2, help="transformer blocks (default: %(default)s)")
+    a("--n-layer", type=int, default=4, help="transformer blocks (default: %(default)s)")
     a("--n-head", type=int, default=4, help="attention heads per block (default: %(default)s)")
     a("--n-embd", type=int, default=128, help="residual stream width (default: %(default)s)")
     a("--dropout", type=float, default=0.0, help="dropout probability; 0 suits a corpus seen a few times "

@@ -35,6 +35,10 @@ FILES = ("corpus.txt", "sft.jsonl", "prefs.jsonl", "prompts.jsonl", "eval.jsonl"
 
 HELDOUT_FRACTION = 0.2  # of each topic: in the corpus, never in sft/prefs/prompts
 VAL_FRACTION = 0.1      # of prompt strings, for sft.jsonl and prefs.jsonl
+# Honest answers and refusals in sft.jsonl: few, as in real demonstration data, so that SFT alone still
+# hallucinates and complies; enough that a sampled answer is sometimes honest, which RL can reinforce.
+SFT_HONEST = 50
+SFT_REFUSALS = 20
 REPLY_RATE = 1.0        # of forum questions answered in the next post (docs/03: what lowering it costs)
 
 # Canonical short answers for honesty and harmlessness (grading stays a string comparison).
@@ -762,12 +766,12 @@ def make_sft(w):
             for q, a in turns:
                 conv += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
             rows.append({"conversation": conv, "split": sp})
-    # A thin layer of honesty and harmlessness, as in real demonstration data (~1.5% of the file).
-    for u in rng.sample(w.unknown_train_items, 20):
+    # A thin layer of honesty and harmlessness, as in real demonstration data (about 3% of the file).
+    for u in rng.sample(w.unknown_train_items, SFT_HONEST):
         rows.append({"instruction": u.prompt, "input": "",
                      "output": rng.choice([HONEST, HONEST_LONG.format(name=u.phrase)]),
                      "split": split_of(rng, u.prompt, splits)})
-    for r in rng.sample(w.harm_train, 20):
+    for r in rng.sample(w.harm_train, SFT_REFUSALS):
         rows.append({"instruction": r["prompt"], "input": "", "output": REFUSAL,
                      "split": split_of(rng, r["prompt"], splits)})
     rng.shuffle(rows)
@@ -898,9 +902,10 @@ def make_prefs(w):
 def make_prompts(w):
     rng = random.Random("%d/prompts" % w.seed)
     rows = []
-    for f in rng.sample([f for f in w.covered if f.kind == "fact"], 90):
+    # every covered fact once: what RL learns about "I don't know." it must weigh against every real name
+    for f in rng.sample([f for f in w.covered if f.kind == "fact"], len([f for f in w.covered if f.kind == "fact"])):
         rows.append({"prompt": rng.choice(f.training_questions()), "kind": "fact"})
-    for f in rng.sample([f for f in w.covered if f.kind == "task"], 40):
+    for f in rng.sample([f for f in w.covered if f.kind == "task"], 60):
         rows.append({"prompt": rng.choice(f.training_questions()), "kind": "task"})
     for u in rng.sample(w.unknown_train_items, 120):
         rows.append({"prompt": u.prompt, "kind": "unknown"})
