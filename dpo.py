@@ -185,7 +185,7 @@ def parse_args(argv=None):
     a = parser.add_argument
     a("--eval-data", default="data/eval.jsonl", help="gold-graded prompts for the pass-rate table (default: "
         "%(default)s)")
-    a("--beta", type=float, default=0.6, help="strength of the pull towards the reference; implicit reward "
+    a("--beta", type=float, default=1.5, help="strength of the pull towards the reference; implicit reward "
       "scale (default: %(default)s)")
     a("--loss", default="sigmoid", choices=["sigmoid", "ipo"], help="sigmoid = DPO, ipo = IPO (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.0, help="assumed label noise ε of conservative DPO, "

@@ -301,7 +301,7 @@ def parse_args(argv=None):
     a("--reward-model", default=None, help="reward checkpoint that scores answers (default: <out-dir>/reward.pt)")
     a("--eval-data", default="data/eval.jsonl", help="gold evaluation prompts (default: %(default)s)")
     a("--name", default="ppo", help="output file stem under --out-dir, e.g. ppo_kl0 (default: %(default)s)")
-    a("--kl-coef", type=float, default=0.5,
+    a("--kl-coef", type=float, default=1.0,
       help="β of the per-token KL penalty to the SFT model; 0 = no leash (default: %(default)s)")
     a("--target-kl", type=float, default=None, help="adapt β so the answer KL approaches this (default: fixed β)")
     a("--kl-horizon", type=float, default=500, help="adaptive β changes by up to 20%% per this many samples; "
