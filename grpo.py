@@ -120,7 +120,7 @@ from model import (RewardModel, answer_logits, configure_optimizer, entropy_from
                    reward_scores, sample_answers, set_lr, token_logprobs)
 from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, batches, encode_prompts, evaluate,
                       format_pass_rates, grad_scaler, grade, load_checkpoint, load_model, load_policy, pick_device,
-                      pooled_pass_rate, read_jsonl, require_positive, run_main, save_checkpoint, set_seed,
+                      read_jsonl, require_positive, rl_summary, run_main, save_checkpoint, set_seed,
                       show_changes, stored_or_evaluated)
 
 
@@ -400,15 +400,10 @@ def report(run, started):
     columns[args.name] = rates
     print(format_pass_rates(columns))
     show_changes(sft_records, records, args.name)
-    log = run.log.records
-    k = min(3, len(log))  # single batches are noisy: compare the first and last few
-    mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    both = ("unknown", "harmful")
-    summary = dict(reward_start=mean_of(log[:k], "reward"), reward_end=mean_of(log[-k:], "reward"),
-                   kl_end=mean_of(log[-k:], "kl"), kl_max=max(r["kl"] for r in log),
-                   zero_std_end=mean_of(log[-k:], "zero_std_fraction"), reward=args.reward, kl_coef=args.kl_coef,
-                   eval=rates, sft_eval=sft_rates, unknown_harmful=pooled_pass_rate(rates, run.eval_records, both),
-                   sft_unknown_harmful=pooled_pass_rate(sft_rates, run.eval_records, both), steps=args.max_steps,
+    last = run.log.records[-3:]
+    summary = dict(rl_summary(run.log.records, "reward", run.eval_records, rates, sft_rates),
+                   zero_std_end=sum(r["zero_std_fraction"] for r in last) / len(last), reward=args.reward,
+                   kl_coef=args.kl_coef, eval=rates, sft_eval=sft_rates, steps=args.max_steps,
                    wall_s=round(time.time() - started, 1))
     out = os.path.join(args.out_dir, args.name)
     save_checkpoint(out + ".pt", run.policy, tok, stage="grpo", step=args.max_steps, eval=rates, sft_eval=sft_rates,

@@ -83,8 +83,8 @@ from tqdm import tqdm
 from model import (RewardModel, answer_logits, configure_optimizer, entropy_from_logits, reward_scores, sample_answers,
                    set_lr, token_logprobs)
 from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, batches, encode_prompts, evaluate,
-                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device, pooled_pass_rate,
-                      read_jsonl, require_positive, run_main, save_checkpoint, set_seed, show_changes)
+                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device,
+                      read_jsonl, require_positive, rl_summary, run_main, save_checkpoint, set_seed, show_changes)
 
 
 # ----------------------------------------------------------------------------- the agent: actor and critic
@@ -449,16 +449,9 @@ def report(run, kl_coef, train_time, started):
     print(format_pass_rates({"sft": sft_rates, args.name: ppo_rates}))
     print(f"mean reward-model score of greedy eval answers: sft {sft_score:+.3f} → {args.name} {ppo_score:+.3f}")
     show_changes(sft_records, ppo_records, args.name)
-    records = run.log.records
-    k = min(3, len(records))  # single rollouts are noisy: compare the first and last few
-    mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    both = ("unknown", "harmful")
-    summary = dict(score_start=mean_of(records[:k], "score"), score_end=mean_of(records[-k:], "score"),
-                   kl_end=mean_of(records[-k:], "kl"), kl_max=max(r["kl"] for r in records),
-                   kl_coef=kl_coef, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score,
-                   sft_rm_score=sft_score, unknown_harmful=pooled_pass_rate(ppo_rates, run.eval_records, both),
-                   sft_unknown_harmful=pooled_pass_rate(sft_rates, run.eval_records, both), steps=args.max_steps,
-                   train_seconds=round(train_time, 1), wall_s=round(time.time() - started, 1))
+    summary = dict(rl_summary(run.log.records, "score", run.eval_records, ppo_rates, sft_rates),
+                   kl_coef=kl_coef, eval=ppo_rates, sft_eval=sft_rates, rm_score=ppo_score, sft_rm_score=sft_score,
+                   steps=args.max_steps, train_seconds=round(train_time, 1), wall_s=round(time.time() - started, 1))
     out = os.path.join(args.out_dir, args.name)
     save_checkpoint(out + ".pt", run.agent.policy, tok, stage="ppo", step=args.max_steps,
                     value_head=run.agent.value_head.state_dict(), eval=ppo_rates, sft_eval=sft_rates,
