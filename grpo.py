@@ -119,9 +119,9 @@ from tqdm import tqdm
 from model import (RewardModel, answer_logits, configure_optimizer, entropy_from_logits, optimizer_step,
                    reward_scores, sample_answers, set_lr, token_logprobs)
 from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, batches, encode_prompts, evaluate,
-                      format_pass_rates, grad_scaler, grade, load_checkpoint, load_model, load_policy, pick_device,
-                      read_jsonl, require_positive, rl_summary, run_main, save_checkpoint, set_seed,
-                      show_changes, stored_or_evaluated)
+                      format_pass_rates, format_rl_summary, grad_scaler, grade, load_checkpoint, load_model,
+                      load_policy, pick_device, read_jsonl, require_positive, rl_summary, run_main, save_checkpoint,
+                      set_seed, show_changes, stored_or_evaluated)
 
 
 # ----------------------------------------------------------------------------- rollouts: G answers per prompt
@@ -412,10 +412,7 @@ def report(run, started):
     run.log.plot(out + ".png", ["reward", "pass_rate", "reward_unknown", "reward_harmful", "kl", "entropy",
                                 "zero_std_fraction", "response_length", "clipfrac"],
                  title=f"{args.name}: GRPO, {args.reward} reward, β={args.kl_coef}")
-    print(f"summary: reward {summary['reward_start']:+.3f} → {summary['reward_end']:+.3f}, kl {summary['kl_end']:.2f} "
-          f"(max {summary['kl_max']:.2f}), unknown+harmful {100 * summary['sft_unknown_harmful']:.1f}% → "
-          f"{100 * summary['unknown_harmful']:.1f}%, fact {100 * sft_rates.get('fact', 0):.1f}% → "
-          f"{100 * rates.get('fact', 0):.1f}%, {summary['wall_s']:.0f}s → {out}.pt")
+    print(format_rl_summary(summary, "reward", sft_rates, rates, out + ".pt"))
     return summary
 
 

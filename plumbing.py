@@ -544,6 +544,15 @@ def rl_summary(records, score_key, eval_records, rates, sft_rates, k=3):
             "sft_unknown_harmful": pooled_pass_rate(sft_rates, eval_records, both)}
 
 
+def format_rl_summary(summary, score_key, sft_rates, rates, path):
+    """rl_summary's numbers as the one summary line PPO and GRPO print."""
+    return (f"summary: {score_key} {summary[score_key + '_start']:+.3f} → {summary[score_key + '_end']:+.3f}, "
+            f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
+            f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "
+            f"{100 * sft_rates.get('fact', 0):.1f}% → {100 * rates.get('fact', 0):.1f}%, "
+            f"{summary['wall_s']:.0f}s → {path}")
+
+
 def format_pass_rates(columns):
     """{model name: {kind: rate}} -> the one table layout every stage prints."""
     names = list(columns)

@@ -83,7 +83,7 @@ from tqdm import tqdm
 from model import (RewardModel, answer_logits, configure_optimizer, entropy_from_logits, reward_scores, sample_answers,
                    set_lr, token_logprobs)
 from plumbing import (CHAT_KINDS, MetricsLog, UserError, add_common_args, autocast, batches, encode_prompts, evaluate,
-                      format_pass_rates, grad_scaler, load_model, load_policy, pick_device,
+                      format_pass_rates, format_rl_summary, grad_scaler, load_model, load_policy, pick_device,
                       read_jsonl, require_positive, rl_summary, run_main, save_checkpoint, set_seed, show_changes)
 
 
@@ -461,11 +461,7 @@ def report(run, kl_coef, train_time, started):
     run.log.plot(out + ".png", ["score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
                                 "explained_variance", "response_length"],
                  title=f"{args.name}: PPO with β={args.kl_coef}")
-    print(f"summary: score {summary['score_start']:+.3f} → {summary['score_end']:+.3f}, "
-          f"kl {summary['kl_end']:.2f} (max {summary['kl_max']:.2f}), unknown+harmful "
-          f"{100 * summary['sft_unknown_harmful']:.1f}% → {100 * summary['unknown_harmful']:.1f}%, fact "
-          f"{100 * sft_rates.get('fact', 0):.1f}% → {100 * ppo_rates.get('fact', 0):.1f}%, "
-          f"{summary['wall_s']:.0f}s → {out}.pt")
+    print(format_rl_summary(summary, "score", sft_rates, ppo_rates, out + ".pt"))
     return summary
 
 
