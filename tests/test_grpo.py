@@ -8,28 +8,13 @@ import statistics
 
 import pytest
 import torch
-from helpers import tokenizer, write_jsonl
+from helpers import ragged, tokenizer, write_jsonl
+from helpers import tiny_policy as tiny_model
 from torch.autograd import gradcheck
 
 import grpo
 import model as M
 import plumbing as P
-
-
-def tiny_model(tok, seed=0, scale=None, cls=M.Transformer):
-    torch.manual_seed(seed)
-    net = cls(M.ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
-    if scale is not None:  # sharper next-token distributions
-        with torch.no_grad():
-            for p in net.parameters():
-                if p.dim() >= 2:
-                    p.normal_(0.0, scale)
-    return net.eval()
-
-
-def ragged(lengths, N):
-    """(B, N) mask of left-aligned answers of the given lengths."""
-    return (torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]).double()
 
 
 # ----------------------------------------------------------------------------- group-relative advantages
