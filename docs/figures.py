@@ -490,7 +490,122 @@ def draw_lora(ax):
     ax.axis("off")
 
 
-PEFT_PANELS = [draw_lora]  # one function per method, each drawing one panel: adapters and prefixes come next
+def draw_adapter(ax):
+    """Adapters: the frozen sublayer's output h goes through A(h) = h + W_up f(W_down LN(h)) before the block's
+    residual adds it; sizes and counts from lora.Adapter and lora.apply_adapters on the default model."""
+    import lora
+    import sft
+
+    cfg = ModelConfig()
+    defaults = sft.parse_args([])
+    size, sites = defaults.adapter_size, [s.strip() for s in defaults.adapter_where.split(",")]
+    d = cfg.n_embd
+    adapter = lora.Adapter(d, size)
+    n_ln, n_down, n_up = (sum(p.numel() for p in part.parameters()) for part in (adapter.ln, adapter.down, adapter.up))
+    per_adapter = sum(p.numel() for p in adapter.parameters())
+    net = lora.apply_adapters(Transformer(cfg), size, sites)
+    trainable, _ = lora.count_parameters(net)
+    n_adapters = len(lora._modules(net, lora.Adapted))
+    h = torch.randn(3, d)
+    with torch.no_grad():
+        starts_as_identity = torch.equal(adapter(h), h)
+
+    y_top, y_side, y_mid = 0.74, 0.3, 0.52
+    box(ax, (0.075, y_mid), 0.14, 0.3, "sublayer (frozen)", f"Attn(LN₁(x))\nor MLP(LN₂(x))\nh: {d} numbers",
+        code="Adapted.base", face=LIGHT)
+    box(ax, (0.25, y_side), 0.12, 0.24, "LN (trainable)", f"gain and bias\n{n_ln} numbers", code="adapter.ln",
+        face=LIGHT_BLUE, edge=BLUE)
+    box(ax, (0.42, y_side), 0.15, 0.24, "W_down (trainable)", f"{size} × {d}, plus bias\nrandom init",
+        code="adapter.down", face=LIGHT_BLUE, edge=BLUE)
+    box(ax, (0.575, y_side), 0.09, 0.18, "f", f"GELU\n{size} numbers", face="white", edge=BLUE)
+    box(ax, (0.73, y_side), 0.15, 0.24, "W_up (trainable)", f"{d} × {size}, plus bias\ninit 0", code="adapter.up",
+        face=LIGHT_BLUE, edge=BLUE)
+    ax.add_patch(matplotlib.patches.Circle((0.88, y_mid), 0.025, facecolor="white", edgecolor="black", lw=1.5))
+    ax.text(0.88, y_mid, "+", ha="center", va="center", fontsize=16)
+    box(ax, (0.97, y_mid), 0.08, 0.2, "A(h)", f"{d}\nnumbers", face="white")
+    arrow(ax, (0.145, y_mid + 0.06), (0.872, y_mid + 0.025), "h, unchanged (the adapter's own residual)",
+          style="arc3,rad=-0.25", text_offset=(0, 0.16))
+    arrow(ax, (0.145, y_mid - 0.06), (0.19, y_side), rad=0.2)
+    arrow(ax, (0.31, y_side), (0.345, y_side))
+    arrow(ax, (0.495, y_side), (0.53, y_side), color=BLUE)
+    arrow(ax, (0.62, y_side), (0.655, y_side), color=BLUE)
+    arrow(ax, (0.805, y_side), (0.88, y_mid - 0.025), rad=0.3)
+    arrow(ax, (0.905, y_mid), (0.93, y_mid))
+    ax.text(0.5, 0.04, f"A(h) = h + W_up f(W_down LN(h)), after the {' and the '.join(sites)} of every block; the block "
+            f"then adds A(h) to its residual stream.   Trainable per adapter: {per_adapter:,} = 2·{d}·{size} + {size} + "
+            f"3·{d}\n({n_ln} + {n_down} + {n_up}); {n_adapters} adapters in the default model: {trainable:,}.   W_up = 0 "
+            f"at the start, so A(h) = h{' (checked here)' if starts_as_identity else ''}: step 0 is the base model. "
+            "f sits between W_down and W_up,\nso no matrix equals the adapter: it cannot be merged and stays in the "
+            f"network. The readings write x + Down(ReLU(Up(LN(x)))); this is Houlsby's order, down to {size} first.",
+            ha="center", va="bottom", fontsize=10.5)
+    ax.set_title(f"Adapters (lora.Adapter): bottleneck m = {size} (sft.py's --adapter-size), on a residual stream of "
+                 f"d = {d}", loc="left")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 0.9)
+    ax.axis("off")
+
+
+def draw_prefix(ax):
+    """Prefix tuning: every layer's attention reads L trainable keys and values in front of the tokens' own;
+    sizes and counts from lora.apply_prefix on the default model, the mask from SelfAttention.prepend_prefix."""
+    import lora
+    import sft
+
+    cfg = ModelConfig()
+    L = sft.parse_args([]).prefix_len
+    head_dim = cfg.n_embd // cfg.n_head
+    net = lora.apply_prefix(Transformer(cfg), L)
+    per_layer = sum(p.numel() for p in net.blocks[0].attn.kv_prefix.parameters())
+    trainable, _ = lora.count_parameters(net)
+    # the mask prepend_prefix builds, on a model small enough to draw every cell: 3 prefix entries, 6 tokens
+    small_L, small_T = 3, 6
+    small = lora.apply_prefix(Transformer(ModelConfig(vocab_size=16, block_size=16, n_layer=1, n_head=1, n_embd=8)),
+                              small_L)
+    keys = torch.zeros(1, 1, small_T, 8)
+    _, _, mask = small.blocks[0].attn.prepend_prefix(keys, keys, None, small_T)
+
+    y_top, y_side, y_mid = 0.72, 0.3, 0.52
+    box(ax, (0.06, y_side), 0.1, 0.2, "x", f"T tokens\n{cfg.n_embd} numbers each", face="white")
+    box(ax, (0.25, y_side), 0.19, 0.24, "K, V (frozen W)", f"from the tokens:\n{cfg.n_head} heads × T × {head_dim}",
+        code="attn.c_attn", face=LIGHT)
+    box(ax, (0.25, y_top), 0.19, 0.26, "P_k, P_v (trainable)", f"{cfg.n_head} heads × {L} × {head_dim}, each\n"
+        f"start: K, V of {L}\nrandom tokens", code="attn.kv_prefix", face=LIGHT_BLUE, edge=BLUE)
+    box(ax, (0.55, y_mid), 0.27, 0.3, "attention, every layer", "softmax(Q [P_k; K]ᵀ / √d + [0 | M])\n· [P_v; V]",
+        code="SelfAttention.prepend_prefix", face=LIGHT)
+    arrow(ax, (0.11, y_side), (0.155, y_side))
+    arrow(ax, (0.345, y_side), (0.415, y_mid - 0.06), rad=0.2)
+    arrow(ax, (0.345, y_top), (0.415, y_mid + 0.06), rad=-0.2, color=BLUE)
+
+    # the mask: one row per query, the prefix columns first
+    cell_w, cell_h, x0, y0 = 0.022, 0.05, 0.77, y_mid + 0.17
+    for i in range(mask.size(0)):
+        for j in range(mask.size(1)):
+            prefix = j < small_L
+            face = (BLUE if prefix else GREEN) if mask[i, j] else "white"
+            ax.add_patch(Rectangle((x0 + j * cell_w, y0 - (i + 1) * cell_h), cell_w, cell_h, facecolor=face,
+                                   edgecolor=GREY, lw=0.8))
+    ax.text(x0 + small_L * cell_w / 2, y0 + 0.015, "P", ha="center", va="bottom", fontsize=10, color=BLUE)
+    ax.text(x0 + (small_L + small_T / 2) * cell_w, y0 + 0.015, "token keys", ha="center", va="bottom", fontsize=10)
+    ax.text(x0 - 0.01, y0 - mask.size(0) * cell_h / 2, "queries", ha="right", va="center", fontsize=10,
+            rotation=90)
+    ax.text(x0 + mask.size(1) * cell_w + 0.01, y0 - mask.size(0) * cell_h / 2,
+            f"the mask [0 | M]\n(L = {small_L}, T = {small_T}:\nsmall enough\nto draw)", ha="left", va="center",
+            fontsize=9.5, color=GREY)
+    arrow(ax, (0.685, y_mid), (x0 - 0.03, y_mid), color=GREY)
+    ax.text(0.5, 0.04, f"Per layer {per_layer:,} = 2·{L}·{cfg.n_head}·{head_dim} trainable numbers; {cfg.n_layer} layers: "
+            f"{trainable:,}. Every query reads the prefix (blue columns), whatever its position; the prefix takes no\n"
+            "position and no room in the KV cache. It starts as the keys and values of random tokens, so step 0 is the "
+            "base model reading L extra tokens. It is keys, not a weight:\nit cannot be merged. The readings' prefix is "
+            f"L trainable input embeddings in front of E[x] (prompt tuning, {L}·{cfg.n_embd} = {L * cfg.n_embd:,} "
+            "numbers, layer 0 only); here every layer gets its own.", ha="center", va="bottom", fontsize=10.5)
+    ax.set_title(f"Prefix tuning (lora.KVPrefix): L = {L} keys and values per layer and head (sft.py's --prefix-len), "
+                 "in front of the tokens' own", loc="left")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 0.9)
+    ax.axis("off")
+
+
+PEFT_PANELS = [draw_lora, draw_adapter, draw_prefix]  # one function per method, each drawing one panel
 
 
 def figure_peft(out_dir=IMG_DIR):

@@ -36,3 +36,19 @@ def tiny_policy(tok, seed=0, scale=None, cls=M.Transformer):
 def ragged(lengths, N):
     """(B, N) mask of left-aligned answers of the given lengths."""
     return (torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]).double()
+
+
+def left_padded_batch_equals_one_at_a_time(m, use_cache, vocab=16):
+    """Greedy generation for three prompts of different lengths, left-padded into one batch, equals each
+    prompt generated alone. Returns (idx, mask, singles) for further checks."""
+    prompts = [torch.randint(0, vocab, (n,)) for n in (2, 5, 7)]
+    T = 7
+    idx = torch.stack([torch.cat([torch.full((T - len(p),), 3), p]) for p in prompts])
+    mask = torch.stack([torch.cat([torch.zeros(T - len(p), dtype=torch.long), torch.ones(len(p), dtype=torch.long)])
+                        for p in prompts])
+    batched = m.generate(idx, 9, temperature=0, attention_mask=mask, use_cache=use_cache)
+    singles = [m.generate(p[None], 9, temperature=0, use_cache=use_cache)[0, len(p):] for p in prompts]
+    assert len({tuple(s.tolist()) for s in singles}) == 3 and len(set(torch.cat(singles).tolist())) > 3
+    for row, single in zip(batched[:, T:], singles):
+        assert torch.equal(row, single)
+    return idx, mask, singles

@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 import bpe
 import model as M
+from helpers import left_padded_batch_equals_one_at_a_time
 import plumbing as P
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,20 +251,11 @@ def test_generate_with_cache_equals_without(impl):
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_batched_left_padded_generate_equals_one_at_a_time(use_cache):
     m = tiny_model(tiny_cfg(n_layer=2, vocab_size=16, block_size=16), seed=4)
-    prompts = [torch.randint(0, 16, (n,)) for n in (2, 5, 7)]
-    T = 7
-    idx = torch.stack([torch.cat([torch.full((T - len(p),), 3), p]) for p in prompts])
-    mask = torch.stack([torch.cat([torch.zeros(T - len(p), dtype=torch.long), torch.ones(len(p), dtype=torch.long)])
-                        for p in prompts])
-    batched = m.generate(idx, 9, temperature=0, attention_mask=mask, use_cache=use_cache)
-    singles = [m.generate(p[None], 9, temperature=0, use_cache=use_cache)[0, len(p):] for p in prompts]
-    assert len({tuple(s.tolist()) for s in singles}) == 3 and len(set(torch.cat(singles).tolist())) > 3
-    for row, single in zip(batched[:, T:], singles):
-        assert torch.equal(row, single)
+    idx, mask, singles = left_padded_batch_equals_one_at_a_time(m, use_cache)
     # with eos: a row that emits it is filled with eos afterwards; the others go on unchanged
     eos = singles[0][2].item()
     batched = m.generate(idx, 9, temperature=0, attention_mask=mask, eos_id=eos, use_cache=use_cache)
-    for row, single in zip(batched[:, T:], singles):
+    for row, single in zip(batched[:, idx.size(1):], singles):
         hits = (single == eos).nonzero()
         if len(hits):
             stop = hits[0, 0].item() + 1

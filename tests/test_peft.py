@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from test_model import PAD_MASK, gradcheck_module, tiny_cfg, tiny_model, twin
 
 import model as M
+from helpers import left_padded_batch_equals_one_at_a_time
 import plumbing as P
 from bpe import CharTokenizer
 from lora import (PEFT_WEIGHTS, Adapted, Adapter, KVPrefix, apply_adapters, apply_peft, apply_prefix, count_parameters,
@@ -225,16 +226,7 @@ def test_generate_with_prefix_and_cache_equals_without_cache(impl):
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_batched_left_padded_generate_with_prefix_equals_one_at_a_time(use_cache):
     m = with_random_prefix(tiny_model(tiny_cfg(n_layer=2, vocab_size=16, block_size=16), seed=4))
-    prompts = [torch.randint(0, 16, (n,)) for n in (2, 5, 7)]
-    T = 7
-    idx = torch.stack([torch.cat([torch.full((T - len(p),), 3), p]) for p in prompts])
-    mask = torch.stack([torch.cat([torch.zeros(T - len(p), dtype=torch.long), torch.ones(len(p), dtype=torch.long)])
-                        for p in prompts])
-    batched = m.generate(idx, 9, temperature=0, attention_mask=mask, use_cache=use_cache)
-    singles = [m.generate(p[None], 9, temperature=0, use_cache=use_cache)[0, len(p):] for p in prompts]
-    assert len({tuple(s.tolist()) for s in singles}) == 3 and len(set(torch.cat(singles).tolist())) > 3
-    for row, single in zip(batched[:, T:], singles):
-        assert torch.equal(row, single)
+    left_padded_batch_equals_one_at_a_time(m, use_cache)
 
 
 # ----------------------------------------------------------------------------- the three alike
