@@ -525,8 +525,9 @@ def fill_blocks(path, rows, verdicts, seeds):
 
     def block(match):
         options = dict(o.split("=", 1) if "=" in o else (o, "") for o in match.group("options").split())
+        link = os.path.relpath(os.path.join(ROOT, "docs", "results.md"), os.path.dirname(os.path.abspath(path)))
         parts = [f"`python docs/results.py --run --seeds {' '.join(map(str, seeds))}`: mean over the seeds "
-                 "(min–max); [docs/results.md](docs/results.md) has every number."]
+                 f"(min–max); [docs/results.md]({link}) has every number."]
         names = options["rows"].split(",") if options.get("rows") else None
         parts.append(peft_table(rows) if "peft" in options else results_table(rows, names))
         if options.get("claims") != "none":

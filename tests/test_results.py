@@ -4,6 +4,7 @@ tiny fake checkpoints end to end. The real multi-seed run trains for hours and i
 import importlib.util
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -158,6 +159,9 @@ def test_evaluation_of_fake_checkpoints_writes_json_markdown_and_readme(tmp_path
     assert "| SFT |" in full and "| PPO |" in full and "| 12 |" in full
     assert "| PPO |" in chosen and "| SFT |" not in chosen  # rows=ppo
     assert "| 6 |" in chosen and "| 12 |" not in chosen  # claims=6
+    # the link to the full report resolves from the filled file's own folder (a chapter lives in docs/)
+    link = re.search(r"\[docs/results.md\]\(([^)]+)\)", text).group(1)
+    assert os.path.samefile(tmp_path / link, os.path.join(R.ROOT, "docs", "results.md"))
     # a second run re-reads the cached evaluations: same numbers, no checkpoint evaluated again
     cache = tmp_path / "out" / "seed0" / "evaluation.json"
     stamp = cache.stat().st_mtime_ns
