@@ -501,7 +501,6 @@ def draw_adapter(ax):
     size, sites = defaults.adapter_size, [s.strip() for s in defaults.adapter_where.split(",")]
     d = cfg.n_embd
     adapter = lora.Adapter(d, size)
-    n_ln, n_down, n_up = (sum(p.numel() for p in part.parameters()) for part in (adapter.ln, adapter.down, adapter.up))
     per_adapter = sum(p.numel() for p in adapter.parameters())
     net = lora.apply_adapters(Transformer(cfg), size, sites)
     trainable, _ = lora.count_parameters(net)
@@ -510,36 +509,36 @@ def draw_adapter(ax):
     with torch.no_grad():
         starts_as_identity = torch.equal(adapter(h), h)
 
-    y_top, y_side, y_mid = 0.74, 0.3, 0.52
-    box(ax, (0.075, y_mid), 0.14, 0.3, "sublayer (frozen)", f"Attn(LN₁(x))\nor MLP(LN₂(x))\nh: {d} numbers",
+    y_side, y_mid = 0.38, 0.6
+    box(ax, (0.08, y_mid), 0.15, 0.3, "sublayer (frozen)", f"Attn(LN₁(x))\nor MLP(LN₂(x))\nh: {d} numbers",
         code="Adapted.base", face=LIGHT)
-    box(ax, (0.25, y_side), 0.12, 0.24, "LN (trainable)", f"gain and bias\n{n_ln} numbers", code="adapter.ln",
+    box(ax, (0.245, y_side), 0.13, 0.24, "LN (trainable)", f"gain and bias\n2 × {d}", code="adapter.ln",
         face=LIGHT_BLUE, edge=BLUE)
-    box(ax, (0.42, y_side), 0.15, 0.24, "W_down (trainable)", f"{size} × {d}, plus bias\nrandom init",
+    box(ax, (0.425, y_side), 0.17, 0.24, "W_down (trainable)", f"{size} × {d}, plus bias\nrandom init",
         code="adapter.down", face=LIGHT_BLUE, edge=BLUE)
-    box(ax, (0.575, y_side), 0.09, 0.18, "f", f"GELU\n{size} numbers", face="white", edge=BLUE)
-    box(ax, (0.73, y_side), 0.15, 0.24, "W_up (trainable)", f"{d} × {size}, plus bias\ninit 0", code="adapter.up",
+    box(ax, (0.585, y_side), 0.07, 0.18, "f", f"GELU\n{size}", face="white", edge=BLUE)
+    box(ax, (0.745, y_side), 0.17, 0.24, "W_up (trainable)", f"{d} × {size}, plus bias\ninit 0", code="adapter.up",
         face=LIGHT_BLUE, edge=BLUE)
     ax.add_patch(matplotlib.patches.Circle((0.88, y_mid), 0.025, facecolor="white", edgecolor="black", lw=1.5))
     ax.text(0.88, y_mid, "+", ha="center", va="center", fontsize=16)
     box(ax, (0.97, y_mid), 0.08, 0.2, "A(h)", f"{d}\nnumbers", face="white")
-    arrow(ax, (0.145, y_mid + 0.06), (0.872, y_mid + 0.025), "h, unchanged (the adapter's own residual)",
-          style="arc3,rad=-0.25", text_offset=(0, 0.16))
-    arrow(ax, (0.145, y_mid - 0.06), (0.19, y_side), rad=0.2)
-    arrow(ax, (0.31, y_side), (0.345, y_side))
-    arrow(ax, (0.495, y_side), (0.53, y_side), color=BLUE)
-    arrow(ax, (0.62, y_side), (0.655, y_side), color=BLUE)
-    arrow(ax, (0.805, y_side), (0.88, y_mid - 0.025), rad=0.3)
+    arrow(ax, (0.155, y_mid + 0.06), (0.872, y_mid + 0.025), "h, unchanged: the adapter's own residual",
+          style="arc3,rad=-0.2", text_offset=(0, 0.13))
+    arrow(ax, (0.155, y_mid - 0.06), (0.18, y_side), rad=0.2)
+    arrow(ax, (0.31, y_side), (0.34, y_side))
+    arrow(ax, (0.51, y_side), (0.55, y_side), color=BLUE)
+    arrow(ax, (0.62, y_side), (0.66, y_side), color=BLUE)
+    arrow(ax, (0.83, y_side), (0.88, y_mid - 0.025), rad=0.3)
     arrow(ax, (0.905, y_mid), (0.93, y_mid))
-    ax.text(0.5, 0.04, f"A(h) = h + W_up f(W_down LN(h)), after the {' and the '.join(sites)} of every block; the block "
-            f"then adds A(h) to its residual stream.   Trainable per adapter: {per_adapter:,} = 2·{d}·{size} + {size} + "
-            f"3·{d}\n({n_ln} + {n_down} + {n_up}); {n_adapters} adapters in the default model: {trainable:,}.   W_up = 0 "
-            f"at the start, so A(h) = h{' (checked here)' if starts_as_identity else ''}: step 0 is the base model. "
-            "f sits between W_down and W_up,\nso no matrix equals the adapter: it cannot be merged and stays in the "
-            f"network. The readings write x + Down(ReLU(Up(LN(x)))); this is Houlsby's order, down to {size} first.",
-            ha="center", va="bottom", fontsize=10.5)
-    ax.set_title(f"Adapters (lora.Adapter): bottleneck m = {size} (sft.py's --adapter-size), on a residual stream of "
-                 f"d = {d}", loc="left")
+    ax.text(0.5, 0.02, f"A(h) = h + W_up f(W_down LN(h)).   Trainable per adapter: {per_adapter:,} = "
+            f"2·{d}·{size} + {size} + 3·{d} numbers.\nOne after the {' and one after the '.join(sites)} "
+            f"of every block: {n_adapters} adapters, {trainable:,} numbers in the default model.\n"
+            f"W_up = 0 at the start, so A(h) = h"
+            f"{' (checked here)' if starts_as_identity else ''}: step 0 is the base model. f makes it nonlinear: it "
+            f"cannot be merged.\nThe readings write x + Down(ReLU(Up(LN(x)))), wide first; this is Houlsby et al.'s "
+            f"order, down to m = {size} first.", ha="center", va="bottom", fontsize=10.5)
+    ax.set_title(f"Adapters (lora.Adapter): bottleneck m = {size} (sft.py's --adapter-size), on the residual stream's "
+                 f"d = {d}, after each sublayer", loc="left")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 0.9)
     ax.axis("off")
@@ -564,40 +563,40 @@ def draw_prefix(ax):
     keys = torch.zeros(1, 1, small_T, 8)
     _, _, mask = small.blocks[0].attn.prepend_prefix(keys, keys, None, small_T)
 
-    y_top, y_side, y_mid = 0.72, 0.3, 0.52
-    box(ax, (0.06, y_side), 0.1, 0.2, "x", f"T tokens\n{cfg.n_embd} numbers each", face="white")
-    box(ax, (0.25, y_side), 0.19, 0.24, "K, V (frozen W)", f"from the tokens:\n{cfg.n_head} heads × T × {head_dim}",
+    y_top, y_side, y_mid = 0.74, 0.38, 0.56
+    box(ax, (0.065, y_side), 0.11, 0.22, "x", f"T tokens,\n{cfg.n_embd} numbers\neach", face="white")
+    box(ax, (0.255, y_side), 0.19, 0.24, "K, V (frozen W)", f"from the tokens:\n{cfg.n_head} heads × T × {head_dim}",
         code="attn.c_attn", face=LIGHT)
-    box(ax, (0.25, y_top), 0.19, 0.26, "P_k, P_v (trainable)", f"{cfg.n_head} heads × {L} × {head_dim}, each\n"
+    box(ax, (0.255, y_top), 0.19, 0.26, "P_k, P_v (trainable)", f"{cfg.n_head} heads × {L} × {head_dim} each;\n"
         f"start: K, V of {L}\nrandom tokens", code="attn.kv_prefix", face=LIGHT_BLUE, edge=BLUE)
-    box(ax, (0.55, y_mid), 0.27, 0.3, "attention, every layer", "softmax(Q [P_k; K]ᵀ / √d + [0 | M])\n· [P_v; V]",
+    box(ax, (0.545, y_mid), 0.27, 0.3, "attention, every layer", "softmax(Q [P_k; K]ᵀ / √d + [0 | M])\n· [P_v; V]",
         code="SelfAttention.prepend_prefix", face=LIGHT)
-    arrow(ax, (0.11, y_side), (0.155, y_side))
-    arrow(ax, (0.345, y_side), (0.415, y_mid - 0.06), rad=0.2)
-    arrow(ax, (0.345, y_top), (0.415, y_mid + 0.06), rad=-0.2, color=BLUE)
+    arrow(ax, (0.12, y_side), (0.16, y_side))
+    arrow(ax, (0.35, y_side), (0.41, y_mid - 0.06), rad=0.2)
+    arrow(ax, (0.35, y_top), (0.41, y_mid + 0.06), rad=-0.2, color=BLUE)
 
     # the mask: one row per query, the prefix columns first
-    cell_w, cell_h, x0, y0 = 0.022, 0.05, 0.77, y_mid + 0.17
+    cell_w, cell_h, x0, y0 = 0.022, 0.05, 0.74, y_mid + 0.15
     for i in range(mask.size(0)):
         for j in range(mask.size(1)):
-            prefix = j < small_L
-            face = (BLUE if prefix else GREEN) if mask[i, j] else "white"
+            face = (BLUE if j < small_L else GREEN) if mask[i, j] else "white"
             ax.add_patch(Rectangle((x0 + j * cell_w, y0 - (i + 1) * cell_h), cell_w, cell_h, facecolor=face,
                                    edgecolor=GREY, lw=0.8))
     ax.text(x0 + small_L * cell_w / 2, y0 + 0.015, "P", ha="center", va="bottom", fontsize=10, color=BLUE)
     ax.text(x0 + (small_L + small_T / 2) * cell_w, y0 + 0.015, "token keys", ha="center", va="bottom", fontsize=10)
-    ax.text(x0 - 0.01, y0 - mask.size(0) * cell_h / 2, "queries", ha="right", va="center", fontsize=10,
+    ax.text(x0 - 0.008, y0 - mask.size(0) * cell_h / 2, "queries", ha="right", va="center", fontsize=10,
             rotation=90)
-    ax.text(x0 + mask.size(1) * cell_w + 0.01, y0 - mask.size(0) * cell_h / 2,
-            f"the mask [0 | M]\n(L = {small_L}, T = {small_T}:\nsmall enough\nto draw)", ha="left", va="center",
-            fontsize=9.5, color=GREY)
-    arrow(ax, (0.685, y_mid), (x0 - 0.03, y_mid), color=GREY)
-    ax.text(0.5, 0.04, f"Per layer {per_layer:,} = 2·{L}·{cfg.n_head}·{head_dim} trainable numbers; {cfg.n_layer} layers: "
-            f"{trainable:,}. Every query reads the prefix (blue columns), whatever its position; the prefix takes no\n"
-            "position and no room in the KV cache. It starts as the keys and values of random tokens, so step 0 is the "
-            "base model reading L extra tokens. It is keys, not a weight:\nit cannot be merged. The readings' prefix is "
-            f"L trainable input embeddings in front of E[x] (prompt tuning, {L}·{cfg.n_embd} = {L * cfg.n_embd:,} "
-            "numbers, layer 0 only); here every layer gets its own.", ha="center", va="bottom", fontsize=10.5)
+    ax.text(x0 + mask.size(1) * cell_w + 0.012, y0 - mask.size(0) * cell_h / 2,
+            f"its mask [0 | M],\ndrawn for L = {small_L},\nT = {small_T}", ha="left", va="center", fontsize=9.5,
+            color=GREY)
+    arrow(ax, (0.68, y_mid), (x0 - 0.035, y_mid), color=GREY)
+    ax.text(0.5, 0.02, f"Trainable: {per_layer:,} = 2·{L}·{cfg.n_head}·{head_dim} numbers per layer, "
+            f"{trainable:,} for the {cfg.n_layer} layers of the default model.\nEvery query reads every prefix column "
+            "(blue) whatever its position; the tokens keep their causal mask (green).\n"
+            "It starts as the keys and values of "
+            f"{L} random tokens, so step 0 reads {L} extra tokens. Keys are not a weight: no merge.\nThe readings' "
+            f"prefix: L trainable input embeddings before E[x] (prompt tuning: {L}·{cfg.n_embd} = {L * cfg.n_embd:,} "
+            "numbers, layer 0 only).", ha="center", va="bottom", fontsize=10.5)
     ax.set_title(f"Prefix tuning (lora.KVPrefix): L = {L} keys and values per layer and head (sft.py's --prefix-len), "
                  "in front of the tokens' own", loc="left")
     ax.set_xlim(0, 1.02)
