@@ -148,7 +148,7 @@ def stages_for(seed, args):
     """The stages --run trains for a seed: all of them on the first --variant-seeds seeds, else the
     ones every seed runs."""
     variants = seed in args.seeds[:args.variant_seeds]
-    return [s for s in STAGES if s.every_seed or variants]
+    return [s for s in STAGES if (s.every_seed or variants) and (args.stages is None or s.name in args.stages)]
 
 
 def evaluate_seed_in_subprocess(seed, args):
@@ -405,16 +405,22 @@ def minutes(row):
     return {k: v / 60 for k, v in wall.items() if k != "values"} if wall else None
 
 
+def seed_count(row):
+    """How many seeds a row is measured on (variants run on fewer seeds than the lifecycle)."""
+    return max(len(stat["values"]) for stat in row.values() if stat)
+
+
 def results_table(rows, names=None):
     """One row per stage that makes an assistant (or only the stages named)."""
     kinds = list(EVAL_KINDS)
-    lines = ["| stage | " + " | ".join(kinds) + " | format | RM score | KL to SFT | wall time (min) | command |",
-             "|" + "---|" * (len(kinds) + 6)]
+    lines = ["| stage | seeds | " + " | ".join(kinds)
+             + " | format | RM score | KL to SFT | wall time (min) | command |",
+             "|" + "---|" * (len(kinds) + 7)]
     for stage in STAGES:
         row = rows.get(stage.name)
         if not stage.label or row is None or (names is not None and stage.name not in names):
             continue
-        lines.append(f"| {stage.label} | " + " | ".join(cell(row.get(k)) for k in kinds)
+        lines.append(f"| {stage.label} | {seed_count(row)} | " + " | ".join(cell(row.get(k)) for k in kinds)
                      + f" | {cell(row.get('format'))} | {cell(row.get('rm_score'), False, True)}"
                      + f" | {cell(row.get('kl'), False)} | {cell(minutes(row), False, digits=1)} | `{stage.command}` |")
     return "\n".join(lines)
@@ -436,15 +442,15 @@ def other_table(rows):
 
 def peft_table(rows):
     """Full fine-tuning against the three parameter-efficient methods, on the same pretrained model."""
-    lines = ["| method | weights trained | fact | heldout_fact | task | format | wall time (min) | command |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | weights trained | fact | heldout_fact | task | format | wall time (min) | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, method in (("sft", "full fine-tuning"), ("sft_lora8", "LoRA r=8"), ("sft_adapter", "adapters"),
                          ("sft_prefix", "prefix tuning")):
         row = rows.get(name)
         if row is None or "trainable_fraction" not in row:
             continue
         trained = f"{100 * row['trainable_fraction']['mean']:.2f}%"
-        lines.append(f"| {method} | {trained} | "
+        lines.append(f"| {method} | {seed_count(row)} | {trained} | "
                      + " | ".join(cell(row.get(k)) for k in ("fact", "heldout_fact", "task"))
                      + f" | {cell(row.get('format'))} | {cell(minutes(row), False, digits=1)} "
                        f"| `{BY_NAME[name].command}` |")
@@ -554,6 +560,9 @@ def parse_args(argv=None):
     parser.add_argument("--variant-seeds", type=int, default=3, help="with --run: the variants (adapters, prefix "
                         "tuning, GRPO with β = 0 or the reward model) train on this many of the seeds (default: "
                         "%(default)s)")
+    parser.add_argument("--stages", nargs="+", choices=list(BY_NAME), default=None, metavar="STAGE",
+                        help="with --run: train only these stages (e.g. the lifecycle of claim 12: pretrain sft "
+                        "reward ppo dpo); the report still covers every stage on disk")
     parser.add_argument("--force", action="store_true", help="with --run: retrain stages that are already done")
     parser.add_argument("--out-dir", default="out", help="seeds go to <out-dir>/seed<k> (default: %(default)s)")
     parser.add_argument("--eval-data", default="data/eval.jsonl", help="(default: %(default)s)")

@@ -170,6 +170,14 @@ def test_evaluation_of_fake_checkpoints_writes_json_markdown_and_readme(tmp_path
     assert json.loads(cache.read_text()) == json.loads(cache.read_text()) and cache.stat().st_mtime_ns >= stamp
 
 
+def test_stages_narrow_what_run_trains_and_variants_run_on_the_first_seeds():
+    args = R.parse_args(["--seeds", "3", "4", "--variant-seeds", "1"])
+    first, second = ([s.name for s in R.stages_for(seed, args)] for seed in (3, 4))
+    assert "sft_prefix" in first and "sft_prefix" not in second and "ppo" in second
+    args = R.parse_args(["--seeds", "3", "--stages", *R.LIFECYCLE])
+    assert [s.name for s in R.stages_for(3, args)] == list(R.LIFECYCLE)
+
+
 def test_missing_seed_is_a_user_error(tmp_path):
     with pytest.raises(P.UserError, match="no results for seed 3"):
         R.main(["--seeds", "3", "--out-dir", str(tmp_path), "--fill"])
