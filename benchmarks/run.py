@@ -540,15 +540,15 @@ def main(argv=None):
     if "train" in plan["only"]:
         results["train"] = bench_train(configs, plan, device)
         if torch.device(device).type == "cpu":
-            notes.setdefault("train", []).append("MFU is n/a on CPUs (common.peak_flops knows accelerators only).")
+            notes.setdefault("train", []).append("MFU is n/a on CPUs (plumbing.peak_flops knows accelerators only).")
             if plan["threads"] > 1 and "default" in configs:
                 notes["train"].append(f"The 1-thread row repeats default float32 with torch.set_num_threads(1): when "
                                       f"other processes keep the cores busy (load average above), {plan['threads']} "
                                       "threads that meet at a barrier after every op wait for each other, and "
                                       "one thread can be much faster.")
         else:
-            notes.setdefault("train", []).append("MFU = common.flops_per_token (attention over the trained sequence "
-                                                 "length) × tokens/s / common.peak_flops, the dense bfloat16 peak, "
+            notes.setdefault("train", []).append("MFU = model.flops_per_token (attention over the trained sequence "
+                                                 "length) × tokens/s / plumbing.peak_flops, the dense bfloat16 peak, "
                                                  "for every precision; float32 matmuls run on TF32 tensor cores.")
         if plan["variants"]["gpt2-small"] != plan["variants"]["default"] and "gpt2-small" in configs:
             notes.setdefault("train", []).append(f"--quick on CPU: gpt2-small runs float32 only, with "
