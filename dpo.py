@@ -53,7 +53,7 @@ Variants practitioners reach for:
   --lora-rank r: train LoRA adapters only (lora.py). The frozen base *is* the reference, since the
       adapters start at zero, and the merged result is saved as a plain checkpoint.
 Rankings of K answers in data/prefs.jsonl count as all K(K−1)/2 pairs they imply
-(model.preference_pairs, as in reward.py).
+(plumbing.preference_pairs, as in reward.py).
 
 Run it:  python dpo.py            (after sft.py; writes out/dpo.pt, out/dpo.png, out/dpo.jsonl)
          python dpo.py --rpo-alpha 0 (plain DPO) | --loss ipo | --label-smoothing 0.1 | --lora-rank 8 --lr 1e-3

@@ -98,7 +98,7 @@ from plumbing import DTYPES, UserError, autocast, load_model, pick_device, run_m
 DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj")
 ADAPTER_SITES = ("attn", "mlp")  # the sublayers of a Block an adapter can follow; Houlsby et al. use both
 LORA_RANK = 8
-# sizes that train about as many weights as LoRA rank 8 does on the default model (n_embd 128, 2 blocks)
+# sizes that train about as many weights as LoRA rank 8 does on the default model (n_embd 128, 4 blocks)
 ADAPTER_SIZE, PREFIX_LEN = 10, 24
 PEFT_WEIGHTS = {"lora_A", "lora_B", "adapter", "kv_prefix"}  # the names the three methods give their weights
 

@@ -532,9 +532,10 @@ def reward_scores(reward_model, tokenizer, prompts, answers, batch_size=64):
 # ----------------------------------------------------------------------------- training the network
 
 def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), fused=False):
-    """AdamW over the trainable parameters, with weight decay on weight matrices only: biases and
-    LayerNorm gains are not decayed (shrinking them towards 0 only hurts). The tied token embedding
-    is a matrix and is decayed once (it appears once among the parameters), as in GPT-2. Every group
+    """AdamW over the trainable parameters, with weight decay on every tensor of two or more dimensions
+    (the weight matrices and both embeddings): biases and LayerNorm gains are not decayed (shrinking
+    them towards 0 only hurts). The tied token embedding is decayed once (it appears once among the
+    parameters), as in GPT-2. Every group
     remembers its peak learning rate (`peak_lr`), which set_lr scales."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "peak_lr": lr},

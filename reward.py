@@ -167,7 +167,7 @@ def check_record(record, path, line):
 
 def read_preferences(path):
     """data/prefs.jsonl -> [Comparison], one per line: a pair record gives one ordered pair, a
-    ranking of K answers all K(K-1)/2 of them (model.preference_pairs expands both, for DPO too)."""
+    ranking of K answers all K(K-1)/2 of them (plumbing.preference_pairs expands both, for DPO too)."""
     records = read_jsonl(path)
     with open(path, encoding="utf-8") as f:  # read_jsonl skips blank lines: map records to file lines
         lines = [n for n, text in enumerate(f, 1) if text.strip()]
@@ -400,8 +400,9 @@ def setup(args, device):
     prompts = sample_prompts(args.prompts, args.norm_samples, args.seed, tokenizer)  # read now: fail before training
     train, val = load_comparisons(args, tokenizer, cfg.block_size)
     n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
-    print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, embeddings and {args.freeze_layers} lower blocks "
-          f"frozen, {n_train:,} trainable parameters; loss {args.loss} (margin {args.margin}), {device}")
+    frozen = f"embeddings and {args.freeze_layers} lower blocks frozen" if args.freeze_layers else "nothing frozen"
+    print(f"reward model: {cfg.n_layer} layers x {cfg.n_embd}, {frozen}, {n_train:,} trainable parameters; "
+          f"loss {args.loss} (margin {args.margin}), {device}")
     if args.likelihood_weight:
         print(f"reward = last-token head + {args.likelihood_weight:g} x the answer's mean log-likelihood "
               "(LM head kept)")

@@ -13,8 +13,8 @@ import model as M
 import plumbing as P
 from bpe import CharTokenizer
 from lora import remove_adapters, remove_prefix
-from sft import (ADAPTER_LR, PREFIX_LR, build_example, freeze_bottom_layers, parse_args, record_turns, render_example,
-                 validation_loss)
+from sft import (ADAPTER_LR, PREFIX_LR, build_example, freeze_bottom_layers, n_supervised_tokens, parse_args,
+                 record_turns, render_example, supervised_loss, validation_loss)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,6 +119,31 @@ def test_padding_does_not_change_the_loss_of_a_sequence(tok):
     left_y[0, 5:] = y[0]
     _, left_loss = net(left, targets=left_y, attention_mask=left_mask)
     torch.testing.assert_close(left_loss, alone)
+
+
+def test_grad_accumulation_equals_one_batch_of_every_example(tok):
+    """Micro-batches of different answer lengths, each loss divided by the step's supervised tokens:
+    the summed gradient is the gradient of the mean over all supervised tokens of the step at once."""
+    torch.manual_seed(0)
+    net = M.Transformer(M.ModelConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2,
+                                      n_embd=32)).double()
+    examples = [build_example(tok, r, 128)[:2] for r in (INSTRUCTION, WITH_INPUT, CONVERSATION)]
+    micro_batches = [examples[:1], examples[1:]]  # 1 short example, then 2 of other lengths
+    n_supervised = sum(n_supervised_tokens(b) for b in micro_batches)
+
+    def gradient(batches):
+        net.zero_grad()
+        for batch in batches:
+            supervised_loss(net, batch, tok.pad_id, "cpu", "float32", n_supervised)[0].backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    accumulated, whole = gradient(micro_batches), gradient([examples])
+    torch.testing.assert_close(accumulated, whole)
+    # the mean of the micro-batches' own means would weigh the short example's tokens more: not equal
+    net.zero_grad()
+    for batch in micro_batches:
+        (supervised_loss(net, batch, tok.pad_id, "cpu", "float32", n_supervised_tokens(batch))[0] / 2).backward()
+    assert not torch.allclose(torch.cat([p.grad.flatten() for p in net.parameters()]), whole)
 
 
 def test_freeze_layers_stops_gradients_below_the_cut(tok):
