@@ -61,8 +61,8 @@ Look for: held-out rewards/accuracy climbing while rewards/margin grows; rewards
 turning negative; the line that ranks the held-out pairs three ways. log π_ref alone already puts
 a known fact's correct answer above a hallucinated one, yet the implicit reward, which subtracts
 log π_ref, must learn each such preference again from the pairs, and misses some on new prompts
-(docs/07-dpo.md measures that gap). In the final table, how far `unknown` and `harmful` move from
-SFT and what `fact` pays for it (a smaller --beta moves further).
+(the run's three rankings of the held-out pairs measure that gap). In the final table, how far
+`unknown` and `harmful` move from SFT and what `fact` pays for it (a smaller --beta moves further).
 Then talk to it: python chat.py --ckpt out/dpo.pt --temperature 0
 """
 
