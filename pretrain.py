@@ -134,7 +134,7 @@ def pick_tokenizer(args, source, text):
 
 def split_tokens(ids, val_fraction, block_size, path):
     """(train, validation): the last val_fraction of the token stream is held out. Text read in
-    order, so validation windows never overlap training ones (except at the seam)."""
+    order, so validation windows never overlap training ones."""
     n_val = int(len(ids) * val_fraction)
     train_ids, val_ids = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
     for name, part in (("train", train_ids), ("validation", val_ids)):

@@ -255,7 +255,7 @@ def parse_args(argv=None):
                      "adapter_size", "prefix_len")
     if (args.lora_rank or 0) < 0 or args.freeze_layers < 0:
         raise UserError("--lora-rank and --freeze-layers must be 0 or more")
-    if args.peft is None and args.lora_rank:  # --lora-rank r alone, as before --peft existed
+    if args.peft is None and args.lora_rank:  # --lora-rank r alone means --peft lora
         args.peft = "lora"
     if args.peft == "lora":
         args.lora_rank = LORA_RANK if args.lora_rank is None else args.lora_rank
@@ -443,7 +443,7 @@ def report(run, result, base, trainable, total, truncated, started):
     extra = {}
     if args.peft == "lora":  # saved merged: a plain transformer every later stage loads as usual;
         extra["lora"] = dict(rank=args.lora_rank, alpha=args.lora_alpha, targets=args.peft_config["targets"],
-                             state=peft_state_dict(run.raw_model))  # the adapter alone (a few KB) rides along
+                             state=peft_state_dict(run.raw_model))  # the adapter alone (about 100 KiB) rides along
         merge_lora(run.raw_model)
     rates, formats = {}, {}
     if base["records"]:
