@@ -503,8 +503,10 @@ def write_results(per_seed, counts, args):
         "Pass rates are greedy answers graded by the gold rule of data/README.md. Format: chat answers that are "
         "one sentence closed by <|eos|>. RM score: mean reward-model score of the greedy answers (that seed's "
         "reward model; 0 is a typical SFT sample). KL to SFT: log π(y|x) − log π_SFT(y|x) of one answer sampled at "
-        "temperature 1 per chat prompt, in nats. Wall time: the stage's command from start to exit, one torch "
-        "thread, measured by the harness.",
+        "temperature 1 per chat prompt, in nats. Wall time: the stage's command from start to exit, measured by "
+        "the harness; out/seed<k>/times.json records each stage's torch threads and how many seeds trained at "
+        "once (claim 12 counts only a lifecycle trained one seed at a time). Seeds: how many seeds a row is "
+        "measured on (variants train on fewer).",
         "## Stage-specific measurements", other_table(rows),
         "## Parameter-efficient fine-tuning", peft_table(rows),
         "## The claims", claims_table(verdicts)]) + "\n"
