@@ -390,11 +390,11 @@ def cell(stat, percent=True, signed=False, digits=2):
         return "-"
     if percent:
         f = lambda v: f"{100 * v:.0f}"  # noqa: E731
-        if stat["min"] == stat["max"]:
+        if f(stat["min"]) == f(stat["max"]):  # equal as shown: one number, not "100% (100–100)"
             return f"{f(stat['mean'])}%"
         return f"{f(stat['mean'])}% ({f(stat['min'])}–{f(stat['max'])})"
     f = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")  # noqa: E731
-    if stat["min"] == stat["max"]:
+    if f(stat["min"]) == f(stat["max"]):
         return f(stat["mean"])
     return f"{f(stat['mean'])} ({f(stat['min'])} to {f(stat['max'])})"
 

@@ -107,6 +107,8 @@ def test_aggregate_gives_mean_min_max_and_values_per_metric():
     assert rows["sft"]["fact"] == dict(mean=pytest.approx(0.9), min=0.84, max=0.96, values=[0.96, 0.90, 0.84])
     assert rows["dpo"]["fact"]["values"] == [0.94, 0.94]  # only the seeds that have it
     assert R.cell(rows["sft"]["fact"]) == "90% (84–96)" and R.cell(rows["dpo"]["fact"]) == "94%"
+    # values that differ below the shown precision are one number, not "100% (100–100)"
+    assert R.cell(R.spread([1.0, 0.9999])) == "100%" and R.cell(R.spread([0.5, 0.52])) == "51% (50–52)"
 
 
 # ----------------------------------------------------------------------------- end to end, tiny checkpoints
