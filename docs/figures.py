@@ -804,7 +804,8 @@ def figure_dpo(out_dir=IMG_DIR, ckpt_dir=None):
         ax.set_ylabel("implicit reward β·(log π(y|x) − log π_ref(y|x))")
         low, high = ax.get_ylim()
         ax.set_ylim(min(low, -0.3) - 0.3, max(high, 0.3) + 0.5)
-        source = (f"measured: π = {ckpt_dir}/dpo.pt, π_ref = {ckpt_dir}/sft.pt" if measured else
+        where = os.path.join("out", os.path.basename(os.path.normpath(ckpt_dir)))  # out/seed0, wherever it lies
+        source = (f"measured: π = {where}/dpo.pt, π_ref = {where}/sft.pt" if measured else
                   f"ILLUSTRATIVE values, not measured: log π − log π_ref = {signed(after[0])} (chosen), "
                   f"{signed(after[1])} (rejected) nats")
         ax.set_title(f"DPO (dpo.dpo_loss, β = {beta:g}) on a held-out pair of data/prefs.jsonl\n"
@@ -952,7 +953,7 @@ def figure_runs(run_dir, out_dir=IMG_DIR):
             fig.legend(handles, labels, loc="upper right", ncol=2, frameon=False, bbox_to_anchor=(1.0, 0.99))
             note = (f"\nthick lines: moving mean over {window} steps of the noisy {', '.join(dict.fromkeys(smoothed))} "
                     "(thin lines: every step)" if smoothed else "")
-            fig.suptitle(f"{name.upper()} with and without the KL term, {seed} ({run_dir}){note}", x=0.01, y=0.99,
+            fig.suptitle(f"{name.upper()} with and without the KL term, {seed}{note}", x=0.01, y=0.99,
                          ha="left", va="top", fontsize=11.5)
             fig.tight_layout(rect=(0, 0, 1, 0.86))
             written.append(save(fig, out_dir, f"{name}_beta_compare.png"))
