@@ -804,7 +804,7 @@ def figure_dpo(out_dir=IMG_DIR, ckpt_dir=None):
         ax.set_ylabel("implicit reward β·(log π(y|x) − log π_ref(y|x))")
         low, high = ax.get_ylim()
         ax.set_ylim(min(low, -0.3) - 0.3, max(high, 0.3) + 0.5)
-        where = os.path.join("out", os.path.basename(os.path.normpath(ckpt_dir)))  # out/seed0, wherever it lies
+        where = os.path.join("out", os.path.basename(os.path.normpath(ckpt_dir))) if measured else None
         source = (f"measured: π = {where}/dpo.pt, π_ref = {where}/sft.pt" if measured else
                   f"ILLUSTRATIVE values, not measured: log π − log π_ref = {signed(after[0])} (chosen), "
                   f"{signed(after[1])} (rejected) nats")
