@@ -6,7 +6,7 @@ if it holds across seeds, and every number the README and the chapters quote com
 a mean with its min-max over seeds.
 
     python docs/results.py --run --seeds 0 1 2 3 4     # train every stage for each seed, evaluate, write
-    python docs/results.py --run --seeds 0              # one seed: a quick look (about half an hour)
+    python docs/results.py --run --seeds 0              # one seed: a quick look (about an hour on 2 cores)
     python docs/results.py --seeds 0 1 2 3 4            # evaluate the checkpoints already on disk, write
 
 `--run` trains every default stage for each seed k into out/seed<k>/ (`python <stage>.py --seed k
