@@ -400,10 +400,9 @@ def report(run, started):
     columns[args.name] = rates
     print(format_pass_rates(columns))
     show_changes(sft_records, records, args.name)
-    last = run.log.records[-3:]
-    summary = dict(rl_summary(run.log.records, "reward", run.eval_records, rates, sft_rates),
-                   zero_std_end=sum(r["zero_std_fraction"] for r in last) / len(last), reward=args.reward,
-                   kl_coef=args.kl_coef, eval=rates, sft_eval=sft_rates, steps=args.max_steps,
+    summary = dict(rl_summary(run.log.records, "reward", run.eval_records, rates, sft_rates,
+                              end_keys=("zero_std_fraction",)),
+                   reward=args.reward, kl_coef=args.kl_coef, eval=rates, sft_eval=sft_rates, steps=args.max_steps,
                    wall_s=round(time.time() - started, 1))
     out = os.path.join(args.out_dir, args.name)
     save_checkpoint(out + ".pt", run.policy, tok, stage="grpo", step=args.max_steps, eval=rates, sft_eval=sft_rates,

@@ -535,8 +535,8 @@ def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), fused=Fa
     """AdamW over the trainable parameters, with weight decay on every tensor of two or more dimensions
     (the weight matrices and both embeddings): biases and LayerNorm gains are not decayed (shrinking
     them towards 0 only hurts). The tied token embedding is decayed once (it appears once among the
-    parameters), as in GPT-2. Every group
-    remembers its peak learning rate (`peak_lr`), which set_lr scales."""
+    parameters), as in GPT-2. Every group remembers its peak learning rate (`peak_lr`), which set_lr
+    scales."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "peak_lr": lr},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "peak_lr": lr}]

@@ -531,15 +531,17 @@ def pooled_pass_rate(rates, records, kinds):
     return sum(rates[k] * n for k, n in counts.items()) / total if total else float("nan")
 
 
-def rl_summary(records, score_key, eval_records, rates, sft_rates, k=3):
+def rl_summary(records, score_key, eval_records, rates, sft_rates, end_keys=(), k=3):
     """The numbers an RL stage's summary reports: its score at the start and the end of training (the mean of
     the first and the last k logged steps: single batches are noisy), the KL at the end and its largest
-    value, and the pooled unknown + harmful pass rate of the policy and of SFT."""
+    value, the end value of any other logged metric in end_keys, and the pooled unknown + harmful pass rate
+    of the policy and of SFT."""
     mean_of = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     k = min(k, len(records))
     both = ("unknown", "harmful")
     return {f"{score_key}_start": mean_of(records[:k], score_key), f"{score_key}_end": mean_of(records[-k:], score_key),
             "kl_end": mean_of(records[-k:], "kl"), "kl_max": max(r["kl"] for r in records),
+            **{f"{key}_end": mean_of(records[-k:], key) for key in end_keys},
             "unknown_harmful": pooled_pass_rate(rates, eval_records, both),
             "sft_unknown_harmful": pooled_pass_rate(sft_rates, eval_records, both)}
 

@@ -903,7 +903,8 @@ def make_prompts(w):
     rng = random.Random("%d/prompts" % w.seed)
     rows = []
     # every covered fact once: what RL learns about "I don't know." it must weigh against every real name
-    for f in rng.sample([f for f in w.covered if f.kind == "fact"], len([f for f in w.covered if f.kind == "fact"])):
+    facts = [f for f in w.covered if f.kind == "fact"]
+    for f in rng.sample(facts, len(facts)):
         rows.append({"prompt": rng.choice(f.training_questions()), "kind": "fact"})
     for f in rng.sample([f for f in w.covered if f.kind == "task"], 60):
         rows.append({"prompt": rng.choice(f.training_questions()), "kind": "task"})

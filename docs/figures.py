@@ -436,6 +436,15 @@ def box(ax, xy, w, h, title, body="", code="", face=LIGHT, edge=GREY):
                     color=GREY, **text)
 
 
+def finish_panel(ax, title, caption, caption_y=0.02):
+    """A diagram panel's title, its caption under the drawing, and the frame every panel shares."""
+    ax.text(0.5, caption_y, caption, ha="center", va="bottom", fontsize=10.5)
+    ax.set_title(title, loc="left")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 0.9)
+    ax.axis("off")
+
+
 def arrow(ax, start, end, text="", rad=0.0, color="black", text_offset=(0, 0), fontsize=10, style=None):
     """An arrow from start to end, with its label on a white background at the middle (moved by text_offset)."""
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=16, color=color, lw=1.6,
@@ -479,15 +488,13 @@ def draw_lora(ax):
     arrow(ax, (0.65, y_side), (0.72, y_side))
     arrow(ax, (0.82, y_side), (0.88, y_mid - 0.025), rad=0.3)
     arrow(ax, (0.905, y_mid), (0.93, y_mid))
-    ax.text(0.5, 0.04, f"y = W x + b + (α/r)·B (A x).   Trainable: {trainable:,} = {rank}·({d_in} + {d_out}) numbers, "
-            f"{100 * trainable / frozen:.1f}% of the frozen layer's {frozen:,}.\n"
-            f"B = 0 at the start, so ΔW = (α/r)·B A = 0{' (checked here)' if starts_at_zero else ''}: step 0 is the "
-            "base model. After training, lora.merge_lora folds ΔW into W.", ha="center", va="bottom", fontsize=10.5)
-    ax.set_title(f"LoRA (lora.LoRALinear): rank r = {rank}, α = {alpha:g} (sft.py's defaults), on c_attn, the "
-                 "query-key-value layer of the default model", loc="left")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 0.9)
-    ax.axis("off")
+    title = (f"LoRA (lora.LoRALinear): rank r = {rank}, α = {alpha:g} (sft.py's defaults), on c_attn, the "
+             "query-key-value layer of the default model")
+    caption = (f"y = W x + b + (α/r)·B (A x).   Trainable: {trainable:,} = {rank}·({d_in} + {d_out}) numbers, "
+               f"{100 * trainable / frozen:.1f}% of the frozen layer's {frozen:,}.\n"
+               f"B = 0 at the start, so ΔW = (α/r)·B A = 0{' (checked here)' if starts_at_zero else ''}: step 0 is the "
+               "base model. After training, lora.merge_lora folds ΔW into W.")
+    finish_panel(ax, title, caption, caption_y=0.04)
 
 
 def draw_adapter(ax):
@@ -530,18 +537,16 @@ def draw_adapter(ax):
     arrow(ax, (0.62, y_side), (0.66, y_side), color=BLUE)
     arrow(ax, (0.83, y_side), (0.88, y_mid - 0.025), rad=0.3)
     arrow(ax, (0.905, y_mid), (0.93, y_mid))
-    ax.text(0.5, 0.02, f"A(h) = h + W_up f(W_down LN(h)).   Trainable per adapter: {per_adapter:,} = "
-            f"2·{d}·{size} + {size} + 3·{d} numbers.\nOne after the {' and one after the '.join(sites)} "
-            f"of every block: {n_adapters} adapters, {trainable:,} numbers in the default model.\n"
-            f"W_up = 0 at the start, so A(h) = h"
-            f"{' (checked here)' if starts_as_identity else ''}: step 0 is the base model. f makes it nonlinear: it "
-            f"cannot be merged.\nThe readings write x + Down(ReLU(Up(LN(x)))), wide first; this is Houlsby et al.'s "
-            f"order, down to m = {size} first.", ha="center", va="bottom", fontsize=10.5)
-    ax.set_title(f"Adapters (lora.Adapter): bottleneck m = {size} (sft.py's --adapter-size), on the residual stream's "
-                 f"d = {d}, after each sublayer", loc="left")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 0.9)
-    ax.axis("off")
+    title = (f"Adapters (lora.Adapter): bottleneck m = {size} (sft.py's --adapter-size), on the residual stream's "
+             f"d = {d}, after each sublayer")
+    caption = (f"A(h) = h + W_up f(W_down LN(h)).   Trainable per adapter: {per_adapter:,} = "
+               f"2·{d}·{size} + {size} + 3·{d} numbers.\nOne after the {' and one after the '.join(sites)} "
+               f"of every block: {n_adapters} adapters, {trainable:,} numbers in the default model.\n"
+               f"W_up = 0 at the start, so A(h) = h"
+               f"{' (checked here)' if starts_as_identity else ''}: step 0 is the base model. f makes it nonlinear: it "
+               f"cannot be merged.\nThe readings write x + Down(ReLU(Up(LN(x)))), wide first; this is Houlsby et al.'s "
+               f"order, down to m = {size} first.")
+    finish_panel(ax, title, caption)
 
 
 def draw_prefix(ax):
@@ -590,18 +595,17 @@ def draw_prefix(ax):
             f"its mask [0 | M],\ndrawn for L = {small_L},\nT = {small_T}", ha="left", va="center", fontsize=9.5,
             color=GREY)
     arrow(ax, (0.68, y_mid), (x0 - 0.035, y_mid), color=GREY)
-    ax.text(0.5, 0.02, f"Trainable: {per_layer:,} = 2·{L}·{cfg.n_head}·{head_dim} numbers per layer, "
-            f"{trainable:,} for the {cfg.n_layer} layers of the default model.\nEvery query reads every prefix column "
-            "(blue) whatever its position; the tokens keep their causal mask (green).\n"
-            "It starts as the keys and values of "
-            f"{L} random tokens, so step 0 reads {L} extra tokens. Keys are not a weight: no merge.\nThe readings' "
-            f"prefix: L trainable input embeddings before E[x] (prompt tuning: {L}·{cfg.n_embd} = {L * cfg.n_embd:,} "
-            "numbers, layer 0 only).", ha="center", va="bottom", fontsize=10.5)
-    ax.set_title(f"Prefix tuning (lora.KVPrefix): L = {L} keys and values per layer and head (sft.py's --prefix-len), "
-                 "in front of the tokens' own", loc="left")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 0.9)
-    ax.axis("off")
+    title = (f"Prefix tuning (lora.KVPrefix): L = {L} keys and values per layer and head (sft.py's --prefix-len), "
+             "in front of the tokens' own")
+    caption = (f"Trainable: {per_layer:,} = 2·{L}·{cfg.n_head}·{head_dim} numbers per layer, {trainable:,} for the "
+               f"{cfg.n_layer} layers of the default model.\n"
+               "Every query reads every prefix column (blue) whatever its position; the tokens keep their causal mask "
+               "(green).\n"
+               f"It starts as the keys and values of {L} random tokens, so step 0 reads {L} extra tokens. Keys are not "
+               "a weight: no merge.\n"
+               f"The readings' prefix: L trainable input embeddings before E[x] (prompt tuning: {L}·{cfg.n_embd} = "
+               f"{L * cfg.n_embd:,} numbers, layer 0 only).")
+    finish_panel(ax, title, caption)
 
 
 PEFT_PANELS = [draw_lora, draw_adapter, draw_prefix]  # one function per method, each drawing one panel

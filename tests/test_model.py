@@ -660,6 +660,19 @@ def test_pooled_pass_rate_gives_each_prompt_one_vote():
     assert math.isnan(P.pooled_pass_rate({}, records, ("unknown",)))
 
 
+def test_rl_summary_averages_the_first_and_last_three_steps():
+    log = [{"score": float(i), "kl": 10.0 - i, "zero_std_fraction": i / 10} for i in range(10)]
+    records = [{"kind": "unknown"}, {"kind": "harmful"}]
+    summary = P.rl_summary(log, "score", records, {"unknown": 1.0, "harmful": 0.0}, {"unknown": 0.0, "harmful": 0.0},
+                           end_keys=("zero_std_fraction",))
+    assert summary["score_start"] == 1.0 and summary["score_end"] == 8.0  # steps 0-2 and 7-9
+    assert summary["kl_end"] == 2.0 and summary["kl_max"] == 10.0
+    assert summary["zero_std_fraction_end"] == pytest.approx(0.8)
+    assert summary["unknown_harmful"] == 0.5 and summary["sft_unknown_harmful"] == 0.0
+    short = P.rl_summary(log[:2], "score", records, {}, {})  # fewer steps than the window: all of them
+    assert short["score_start"] == short["score_end"] == 0.5
+
+
 def test_cli_scores_answers_with_a_reward_model(tmp_path):
     tok = make_tokenizer()
     rm = tiny_model(tiny_cfg(vocab_size=tok.vocab_size), std=0.3, dtype=torch.float32, cls=M.RewardModel)
